@@ -1,0 +1,1 @@
+"""The ``rnnparity`` command line."""

@@ -1,0 +1,81 @@
+"""What every subcommand shares: exit codes, reading arrays, JSON and error output."""
+
+from __future__ import annotations
+
+import enum
+import json
+import sys
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..errors import FormatError, InputError
+
+__all__ = ["ExitCode", "read_arrays", "emit_json", "summarise"]
+
+
+class ExitCode(enum.IntEnum):
+    """Exit statuses of the CLI."""
+
+    OK = 0
+    MISMATCH = 1
+    USAGE = 2
+    UNSUPPORTED = 3
+    FRAMEWORK_MISSING = 4
+    BAD_INPUT = 5
+    INTERRUPTED = 130
+
+
+EXIT_CODE_HELP = (
+    "exit codes: 0 ok; 1 mismatch found (verify, diagnose); 2 usage; 3 unsupported "
+    "feature; 4 framework or extra missing; 5 bad input (file, shape, value); 130 interrupted"
+)
+
+
+def read_arrays(path: str) -> dict[str, np.ndarray]:
+    """Read ``.npy`` (one unnamed array, key ``""``) or ``.npz`` (named arrays).
+
+    Pickled object arrays are refused: loading them could run code from the file.
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise FormatError(f"input file {path!r} does not exist")
+    try:
+        if p.suffix.lower() == ".npz":
+            with np.load(p, allow_pickle=False) as data:
+                return {key: data[key] for key in data.files}
+        if p.suffix.lower() == ".npy":
+            return {"": np.load(p, allow_pickle=False)}
+    except ValueError as err:
+        if "pickle" in str(err).lower():
+            raise FormatError(f"{path!r} holds pickled objects; expected plain numeric "
+                              "arrays (object arrays are never unpickled)") from err
+        raise FormatError(f"{path!r} is not a readable NumPy file: {err}") from err
+    except (OSError, zipfile.BadZipFile, EOFError) as err:
+        raise FormatError(f"{path!r} is not a readable NumPy file: {err}") from err
+    raise InputError(f"input {path!r} must be a .npy or .npz file")
+
+
+def summarise(array: np.ndarray) -> dict[str, Any]:
+    """Shape, dtype and a few statistics; arrays are never dumped whole."""
+    a = np.asarray(array)
+    return {
+        "shape": list(a.shape),
+        "dtype": str(a.dtype),
+        "min": float(a.min()) if a.size else None,
+        "max": float(a.max()) if a.size else None,
+        "mean": float(a.mean()) if a.size else None,
+    }
+
+
+def emit_json(command: str, exit_code: int, result: Any = None,
+              error: dict[str, Any] | None = None) -> None:
+    body: dict[str, Any] = {"schema_version": 1, "command": command, "exit_code": exit_code}
+    if error is not None:
+        body["error"] = error
+    else:
+        body["result"] = result
+    json.dump(body, sys.stdout, indent=2, default=str)
+    sys.stdout.write("\n")

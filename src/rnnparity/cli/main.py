@@ -1,0 +1,99 @@
+"""``rnnparity`` entry point: argparse subcommands, one module each."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+from typing import Sequence
+
+from .. import __version__
+from ..errors import (
+    FormatError,
+    InputError,
+    LayoutError,
+    MissingFrameworkError,
+    RnnParityError,
+    ShapeError,
+    UnsupportedFeatureError,
+)
+from .common import EXIT_CODE_HELP, ExitCode, emit_json
+
+__all__ = ["main", "build_parser"]
+
+# Each module defines NAME, HELP, add_arguments(parser) and execute(args) -> int.
+COMMAND_MODULES = ["run", "inspect"]
+
+_EXIT_FOR_ERROR = [
+    (UnsupportedFeatureError, ExitCode.UNSUPPORTED),
+    (MissingFrameworkError, ExitCode.FRAMEWORK_MISSING),
+    ((ShapeError, LayoutError, FormatError, InputError), ExitCode.BAD_INPUT),
+    (RnnParityError, ExitCode.BAD_INPUT),
+]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="rnnparity",
+        description=(
+            "Run recurrent layers (LSTM, GRU, simple RNN) trained in Keras/TensorFlow, "
+            "PyTorch or ONNX in plain NumPy, with the framework's exact numbers."
+        ),
+        epilog=EXIT_CODE_HELP,
+    )
+    parser.add_argument("--version", action="version", version=f"rnnparity {__version__}")
+    parser.add_argument("-v", "--verbose", action="count", default=0,
+                        help="log the conventions applied (-vv for debug detail)")
+    parser.add_argument("-q", "--quiet", action="store_true", help="log errors only")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in COMMAND_MODULES:
+        module = importlib.import_module(f"{__package__}.{name}")
+        command = sub.add_parser(
+            module.NAME, help=module.HELP, description=module.DESCRIPTION,
+            epilog=getattr(module, "EXAMPLES", "") + "\n\n" + EXIT_CODE_HELP,
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
+        module.add_arguments(command)
+        command.set_defaults(_module=module)
+    return parser
+
+
+def _configure_logging(verbose: int, quiet: bool) -> None:
+    level = logging.ERROR if quiet else (logging.WARNING, logging.INFO, logging.DEBUG)[
+        min(verbose, 2)]
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s",
+                        stream=sys.stderr)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the CLI; return the exit code (see ``rnnparity --help``)."""
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exit_:
+        return int(exit_.code or 0)
+    if args.command is None:
+        parser.print_help(sys.stderr)
+        return ExitCode.USAGE
+    _configure_logging(args.verbose, args.quiet)
+
+    try:
+        return int(args._module.execute(args))
+    except KeyboardInterrupt:
+        return ExitCode.INTERRUPTED
+    except RnnParityError as err:
+        if args.debug:
+            raise
+        code = next(code for kind, code in _EXIT_FOR_ERROR if isinstance(err, kind))
+        if getattr(args, "json", False):
+            emit_json(args.command, code, error={"type": type(err).__name__,
+                                                  "message": str(err), "hint": err.hint})
+        else:
+            print(f"rnnparity: error: {err}", file=sys.stderr)
+        return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,171 @@
+"""``rnnparity run``: run a model file on inputs from .npy / .npz files."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..errors import InputError
+from .common import ExitCode, emit_json, read_arrays, summarise
+
+NAME = "run"
+HELP = "run a model file on an input array and print or save its outputs"
+DESCRIPTION = """\
+Run a recurrent model (Keras .h5/.keras, ONNX .onnx, PyTorch .safetensors/.npz/.pt state
+dict) on the arrays of an .npy or .npz file, in NumPy alone, with the framework's numbers.
+An .npy input feeds the model's only input; an .npz is keyed by input names (or holds one
+array). Outputs are written to --output as .npz keyed by output names, one array each.
+Which convention was applied (gate order, bias layout, activations, defaults assumed) is
+shown by `rnnparity inspect` and, with -v, logged here."""
+EXAMPLES = """\
+examples:
+  $ rnnparity run --example cudnn_lstm_1x2
+  $ rnnparity run model.h5 --input x.npy --output y.npz
+  $ rnnparity run weights.h5 --layer lstm_2 --input x.npz --override units=64"""
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("model", nargs="?", help="model file (.h5, .keras, .onnx, "
+                        ".safetensors, .npz, .pt)")
+    parser.add_argument("--input", "-i", dest="input", help="input .npy or .npz")
+    parser.add_argument("--output", "-o", help="write outputs to this .npz")
+    parser.add_argument("--layer", help="run only this layer (Keras layer name, state_dict "
+                        "prefix)")
+    parser.add_argument("--node", help="run only this ONNX node (inputs keyed X, "
+                        "sequence_lens, initial_h, initial_c)")
+    parser.add_argument("--lengths", help=".npy of per-sequence lengths (PyTorch packed "
+                        "sequences, ONNX sequence_lens)")
+    parser.add_argument("--chunk", type=int, help="feed N steps at a time, carrying state")
+    parser.add_argument("--override", action="append", default=[], metavar="KEY=VALUE",
+                        help="a fact the file does not pin down, e.g. units=64, "
+                        "recurrent_activation=sigmoid, keras_version=2.2.0 (repeatable)")
+    parser.add_argument("--float64", action="store_true", help="compute in float64")
+    parser.add_argument("--allow-nonfinite", action="store_true",
+                        help="run inputs holding NaN/inf instead of refusing them")
+    parser.add_argument("--example", help="run an example shipped with the package "
+                        "(cudnn_lstm_1x2, ...) on its shipped input")
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+
+
+def parse_overrides(items: list[str]) -> dict[str, Any]:
+    overrides: dict[str, Any] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise InputError(f"--override {item!r}: expected KEY=VALUE")
+        try:
+            overrides[key] = json.loads(value)
+        except json.JSONDecodeError:
+            overrides[key] = value
+    return overrides
+
+
+def _example(name: str) -> tuple[str, str, str | None]:
+    from .. import example_path
+
+    stem = name.removesuffix(".h5")
+    model = example_path(f"{stem}.h5")
+    expected = model.with_name(f"{stem}.expected.npz")
+    return (str(model), str(model.with_name(f"{stem}.input.npy")),
+            str(expected) if expected.exists() else None)
+
+
+def load_model(args: argparse.Namespace):
+    from .. import load
+
+    overrides = parse_overrides(args.override)
+    if args.float64:
+        overrides["dtype"] = "float64"
+    layer = args.node or args.layer
+    return load(args.model, layer=layer, **overrides)
+
+
+def feeds_for(model, arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    if set(arrays) <= {"", "arr_0"} and len(arrays) == 1:
+        if len(model.inputs) != 1:
+            raise InputError(f"the model has inputs {model.inputs}; give an .npz keyed by "
+                             "those names")
+        return {model.inputs[0]: next(iter(arrays.values()))}
+    return arrays
+
+
+def execute(args: argparse.Namespace) -> int:
+    expected_path = None
+    if args.example:
+        args.model, example_input, expected_path = _example(args.example)
+        args.input = args.input or example_input
+    if not args.model or not args.input:
+        raise InputError("run needs MODEL and --input (or --example NAME)")
+
+    model = load_model(args)
+    feeds = feeds_for(model, read_arrays(args.input))
+    lengths = None if args.lengths is None else read_arrays(args.lengths)[""]
+    if args.chunk:
+        outputs = run_in_chunks(model, feeds, args.chunk, not args.allow_nonfinite)
+    else:
+        outputs = model.run(feeds, _context(lengths), check_finite=not args.allow_nonfinite)
+    if args.output:
+        np.savez(args.output, **outputs)
+
+    comparison = None
+    if expected_path:
+        expected = read_arrays(expected_path)
+        comparison = {k: float(np.abs(outputs[k] - expected[k]).max())
+                      for k in outputs if k in expected}
+    if args.json:
+        emit_json("run", 0, {"model": args.model, "outputs": {
+            k: summarise(v) for k, v in outputs.items()}, "max_abs_diff_vs_expected":
+            comparison, "output_file": args.output})
+        return ExitCode.OK
+    _print_outputs(model, outputs, args.output, comparison)
+    return ExitCode.OK
+
+
+def _context(lengths):
+    from ..model import CallContext
+
+    return CallContext(lengths=lengths)
+
+
+def run_in_chunks(model, feeds: dict[str, np.ndarray], chunk: int,
+                  check_finite: bool) -> dict[str, np.ndarray]:
+    """Feed ``chunk`` steps at a time through a stream; join the per-step outputs."""
+    if chunk < 1:
+        raise InputError(f"--chunk must be >= 1, got {chunk}")
+    batch = next(iter(feeds.values())).shape[0]
+    stream = model.stream(batch_size=batch)
+    seq_len = next(iter(feeds.values())).shape[1]
+    pieces: dict[str, list[np.ndarray]] = {}
+    last: dict[str, np.ndarray] = {}
+    for start in range(0, seq_len, chunk):
+        part = {k: v[:, start:start + chunk] for k, v in feeds.items()}
+        out = stream.chunk(part)
+        out = out if isinstance(out, dict) else {model.outputs[0]: out}
+        for k, v in out.items():
+            pieces.setdefault(k, []).append(v)
+            last[k] = v
+    return {k: np.concatenate(v, axis=1) if v[0].ndim == 3 else last[k]
+            for k, v in pieces.items()}
+
+
+def _print_outputs(model, outputs, output_file, comparison) -> None:
+    print(f"model: {model.source}")
+    for layer in model.describe()["layers"]:
+        convention = layer.get("convention")
+        if convention:
+            print(f"  {layer['name']}: {convention}")
+    for name, value in outputs.items():
+        s = summarise(value)
+        print(f"output {name!r}: shape {tuple(s['shape'])} {s['dtype']} "
+              f"min {s['min']:.6g} max {s['max']:.6g} mean {s['mean']:.6g}")
+        flat = np.asarray(value).reshape(-1)
+        print("  first values: " + " ".join(f"{v:.7g}" for v in flat[:6]))
+    if comparison:
+        for name, diff in comparison.items():
+            print(f"max abs difference from the framework's stored output {name!r}: {diff:.3g}")
+    if output_file:
+        print(f"wrote {output_file}")

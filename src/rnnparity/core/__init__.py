@@ -1,0 +1,6 @@
+"""The NumPy-only core: cell math and the time loop."""
+
+from .cells import PreparedCell
+from .scan import ScanResult, lengths_to_mask, scan
+
+__all__ = ["PreparedCell", "ScanResult", "scan", "lengths_to_mask"]
