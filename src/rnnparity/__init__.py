@@ -61,7 +61,8 @@ def example_path(name: str) -> Path:
     """Path of an example file shipped with the package (see ``rnnparity/examples``)."""
     path = Path(__file__).parent / "examples" / name
     if not path.exists():
-        known = sorted(p.name for p in path.parent.iterdir() if not p.name.startswith("_"))
+        folder = path.parent
+        known = sorted(p.name for p in folder.iterdir()) if folder.is_dir() else []
         raise FormatError(f"no example named {name!r}; examples: {known}")
     return path
 
