@@ -81,14 +81,21 @@ class Model:
         source: where it came from (a path, or ``"live keras object"``).
         meta: facts about the file for ``inspect`` (framework, version, assumptions).
         dtype: computation dtype.
+        optional_inputs: inputs that may be left out (initial states); a layer receives
+            None for one that was not fed.
+        sequence_outputs: outputs with a time axis at position 1, which streaming splits
+            and joins; None means every 3-D output.
     """
 
     def __init__(self, nodes: list[Node], inputs: list[str], outputs: list[str],
                  source: str = "", meta: dict[str, Any] | None = None,
-                 dtype: np.dtype = np.float32) -> None:
+                 dtype: np.dtype = np.float32, optional_inputs: list[str] | None = None,
+                 sequence_outputs: list[str] | None = None) -> None:
         self.nodes = nodes
         self.inputs = list(inputs)
         self.outputs = list(outputs)
+        self.optional_inputs = list(optional_inputs or [])
+        self.sequence_outputs = None if sequence_outputs is None else list(sequence_outputs)
         self.source = source
         self.meta = dict(meta or {})
         self.dtype = np.dtype(dtype)
@@ -151,7 +158,8 @@ class Model:
         from .engine import as_float_input
 
         ctx = ctx or CallContext()
-        unknown = sorted(set(feeds) - set(self.inputs) - set(ctx.extra))
+        unknown = sorted(set(feeds) - set(self.inputs) - set(self.optional_inputs)
+                         - set(ctx.extra))
         missing = [name for name in self.inputs if name not in feeds]
         if unknown or missing:
             raise InputError(
@@ -167,6 +175,11 @@ class Model:
             values[name] = raw if keep_ints else as_float_input(raw, self.dtype, name,
                                                                   check_finite)
             masks[name] = None
+        for name in self.optional_inputs:
+            given = feeds.get(name)
+            values[name] = None if given is None else as_float_input(
+                given, self.dtype, name, check_finite)
+            masks[name] = None
 
         for node in self.nodes:
             try:
@@ -181,6 +194,12 @@ class Model:
                 masks[tensor] = mask
         return {name: values[name] for name in self.outputs}
 
+    def has_time_axis(self, name: str, value: Any) -> bool:
+        """Whether output ``name`` is a sequence ``(batch, seq_len, ...)`` (see __init__)."""
+        if self.sequence_outputs is not None:
+            return name in self.sequence_outputs
+        return np.ndim(value) == 3
+
     def _feeds_integer_layer(self, tensor: str) -> bool:
         return any(tensor in n.inputs and getattr(n.layer, "takes_integers", False)
                    for n in self.nodes)
@@ -189,10 +208,10 @@ class Model:
         """A :class:`Stream` that feeds this model a few steps at a time, carrying state."""
         for layer in self.layers:
             if not getattr(layer, "can_stream", True):
+                reason = getattr(layer, "stream_refusal", None) or (
+                    "it needs the whole sequence (a backward direction starts at the end)")
                 raise UnsupportedFeatureError(
-                    f"layer {layer.name!r} ({layer.kind}) cannot stream: it needs the whole "
-                    "sequence (a backward direction starts at the end)"
-                )
+                    f"layer {layer.name!r} ({layer.kind}) cannot stream: {reason}")
         return Stream(self, batch_size)
 
     def describe(self) -> dict[str, Any]:
@@ -200,6 +219,7 @@ class Model:
         return {
             "source": self.source,
             "inputs": self.inputs,
+            **({"optional_inputs": self.optional_inputs} if self.optional_inputs else {}),
             "outputs": self.outputs,
             "dtype": str(self.dtype),
             **self.meta,
@@ -235,6 +255,8 @@ class Stream:
     def chunk(self, x: Any = None, /, **named: Any) -> np.ndarray | dict[str, np.ndarray]:
         feeds = self.model._feeds(x, named)
         for name, value in feeds.items():
+            if name in self.model.optional_inputs:
+                continue  # initial states: (layers, batch, hidden), checked by the layer
             batch = np.shape(value)[0]
             if batch != self.batch_size:
                 raise InputError(f"stream input {name!r} has batch {batch}; expected "
@@ -244,8 +266,11 @@ class Stream:
 
     def step(self, x_t: Any = None, /, **named: Any) -> np.ndarray | dict[str, np.ndarray]:
         feeds = self.model._feeds(x_t, named)
-        chunked = {k: np.asarray(v)[:, None] for k, v in feeds.items()}
+        chunked = {k: v if k in self.model.optional_inputs else np.asarray(v)[:, None]
+                   for k, v in feeds.items()}
         out = self.chunk(chunked)
         if isinstance(out, dict):
-            return {k: v[:, 0] if v.ndim == 3 else v for k, v in out.items()}
-        return out[:, 0] if out.ndim == 3 else out
+            return {k: v[:, 0] if self.model.has_time_axis(k, v) else v
+                    for k, v in out.items()}
+        name = self.model.outputs[0]
+        return out[:, 0] if self.model.has_time_axis(name, out) else out

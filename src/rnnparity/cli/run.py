@@ -103,7 +103,10 @@ def execute(args: argparse.Namespace) -> int:
 
     model = load_model(args)
     feeds = feeds_for(model, read_arrays(args.input))
-    lengths = None if args.lengths is None else read_arrays(args.lengths)[""]
+    lengths = None if args.lengths is None else _read_lengths(args.lengths)
+    if args.chunk and lengths is not None:
+        raise InputError("--chunk and --lengths cannot be combined: a stream cannot know "
+                         "each sequence's end in advance; run whole sequences with --lengths")
     if args.chunk:
         outputs = run_in_chunks(model, feeds, args.chunk, not args.allow_nonfinite)
     else:
@@ -123,6 +126,21 @@ def execute(args: argparse.Namespace) -> int:
         return ExitCode.OK
     _print_outputs(model, outputs, args.output, comparison)
     return ExitCode.OK
+
+
+def _read_lengths(path: str) -> np.ndarray:
+    arrays = read_arrays(path)
+    if len(arrays) == 1:
+        lengths = next(iter(arrays.values()))
+    elif "lengths" in arrays:
+        lengths = arrays["lengths"]
+    else:
+        raise InputError(f"--lengths {path!r} holds {sorted(arrays)}; expected one array "
+                         "or one named 'lengths'")
+    if lengths.ndim != 1 or lengths.dtype.kind not in "iu":
+        raise InputError(f"--lengths must be a 1-D integer array (batch,); got shape "
+                         f"{lengths.shape} dtype {lengths.dtype}")
+    return lengths
 
 
 def _context(lengths):
@@ -148,7 +166,7 @@ def run_in_chunks(model, feeds: dict[str, np.ndarray], chunk: int,
         for k, v in out.items():
             pieces.setdefault(k, []).append(v)
             last[k] = v
-    return {k: np.concatenate(v, axis=1) if v[0].ndim == 3 else last[k]
+    return {k: np.concatenate(v, axis=1) if model.has_time_axis(k, v[0]) else last[k]
             for k, v in pieces.items()}
 
 
