@@ -83,19 +83,23 @@ class Model:
         dtype: computation dtype.
         optional_inputs: inputs that may be left out (initial states); a layer receives
             None for one that was not fed.
-        sequence_outputs: outputs with a time axis at position 1, which streaming splits
-            and joins; None means every 3-D output.
+        sequence_outputs: outputs with a time axis, which streaming splits and joins;
+            None means every 3-D output.
+        time_axes: tensor name -> position of the time axis, for the inputs and sequence
+            outputs whose time axis is not 1 (time-major layouts such as ONNX layout=0).
     """
 
     def __init__(self, nodes: list[Node], inputs: list[str], outputs: list[str],
                  source: str = "", meta: dict[str, Any] | None = None,
                  dtype: np.dtype = np.float32, optional_inputs: list[str] | None = None,
-                 sequence_outputs: list[str] | None = None) -> None:
+                 sequence_outputs: list[str] | None = None,
+                 time_axes: Mapping[str, int] | None = None) -> None:
         self.nodes = nodes
         self.inputs = list(inputs)
         self.outputs = list(outputs)
         self.optional_inputs = list(optional_inputs or [])
         self.sequence_outputs = None if sequence_outputs is None else list(sequence_outputs)
+        self.time_axes = dict(time_axes or {})
         self.source = source
         self.meta = dict(meta or {})
         self.dtype = np.dtype(dtype)
@@ -199,6 +203,10 @@ class Model:
         if self.sequence_outputs is not None:
             return name in self.sequence_outputs
         return np.ndim(value) == 3
+
+    def time_axis(self, name: str) -> int:
+        """Position of the time axis of input or sequence output ``name`` (1 by default)."""
+        return self.time_axes.get(name, 1)
 
     def _feeds_integer_layer(self, tensor: str) -> bool:
         return any(tensor in n.inputs and getattr(n.layer, "takes_integers", False)

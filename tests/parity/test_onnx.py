@@ -30,6 +30,7 @@ from rnnparity.errors import (  # noqa: E402
     InputError,
     UnsupportedFeatureError,
 )
+from rnnparity.io.onnx_file import extract_node  # noqa: E402
 from rnnparity.spec import CellSpec, CellWeights  # noqa: E402
 from rnnparity.tolerances import ATOL  # noqa: E402
 
@@ -92,6 +93,8 @@ def ours(model, folder, feeds, semantics="spec", layer=None):
 
 
 def assert_close(actual, expected, context=""):
+    """Outputs within ATOL; outputs above 1 (unbounded activations such as Relu, Affine,
+    Softplus grow them) within ATOL relative to their magnitude, as float32 rounding is."""
     assert set(expected) <= set(actual), (sorted(actual), sorted(expected))
     for key, value in expected.items():
         assert actual[key].shape == value.shape, (key, actual[key].shape, value.shape)
@@ -331,28 +334,35 @@ def test_alpha_and_beta_are_consumed_by_parameterised_functions_only(folder):
 def test_streaming_in_chunks_equals_the_whole_sequence(op, folder):
     rng = np.random.default_rng(13)
     lstm = op == "LSTM"
-    arrays = random_arrays(rng, op, 1, 2, 7, 3, 4, peepholes=lstm, layout=1)
+    arrays = random_arrays(rng, op, 1, 2, 7, 3, 4, peepholes=lstm, initial_h=True,
+                           initial_c=lstm, layout=1)
     path = folder / f"stream_{op}.onnx"
     onnx.save(build(op, {"hidden_size": 4, "layout": 1}, arrays), str(path))
-    model = rnnparity.load(path)
-    whole = model.run({"X": arrays["X"]})
+    model = rnnparity.load(path, layer=f"{op.lower()}_node")
+    whole = model.run(feeds_of(arrays))
+    states = [arrays["initial_h"]] + ([arrays["initial_c"]] if lstm else [])
     for size in (1, 3):
         stream = model.stream(batch_size=2)
+        stream.set_state(model.layers[0].name, states)  # states in the node's layout
         parts = [stream.chunk(arrays["X"][:, s : s + size]) for s in range(0, 7, size)]
         np.testing.assert_allclose(np.concatenate([p["Y"] for p in parts], axis=1),
                                    whole["Y"], atol=1e-6)
         np.testing.assert_allclose(parts[-1]["Y_h"], whole["Y_h"], atol=1e-6)
+        carried = stream.states[model.layers[0].name]
+        np.testing.assert_allclose(carried[0], whole["Y_h"], atol=1e-6)
+        if lstm:
+            np.testing.assert_allclose(carried[1], whole["Y_c"], atol=1e-6)
 
 
 def test_bidirectional_and_time_major_nodes_refuse_to_stream(folder):
-    arrays = random_arrays(np.random.default_rng(0), "GRU", 2, 2, 3, 3, 2)
     for attributes in ({"direction": "bidirectional", "layout": 1}, {"layout": 0}):
         D = 2 if attributes.get("direction") else 1
         arrays = random_arrays(np.random.default_rng(0), "GRU", D, 2, 3, 3, 2,
                                layout=attributes["layout"])
         path = folder / f"nostream{D}.onnx"
         onnx.save(build("GRU", dict(attributes, hidden_size=2), arrays), str(path))
-        with pytest.raises(UnsupportedFeatureError, match="cannot stream"):
+        reason = "bidirectional" if D == 2 else "time-major"
+        with pytest.raises(UnsupportedFeatureError, match=f"cannot stream: .*{reason}"):
             rnnparity.load(path).stream(batch_size=2)
 
 
@@ -488,6 +498,8 @@ def test_node_inside_a_loop_body_with_folded_weights(folder):
                  ort_run(build("LSTM", {"hidden_size": H}, dict(arrays, initial_h=None,
                                                                 initial_c=None)),
                          {"X": arrays["X"]}))
+    extracted = extract_node(path, "deep_lstm")  # the node alone, weights folded
+    assert_close(ort_run(extracted, {"X": arrays["X"]}), model.run({"X": arrays["X"]}))
     with pytest.raises(UnsupportedFeatureError, match="--node"):
         rnnparity.load(path).run({"trip": np.array(1), "cond": np.array(True),
                                   "x": arrays["X"]})

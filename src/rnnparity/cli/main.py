@@ -23,7 +23,7 @@ from .common import EXIT_CODE_HELP, ExitCode, emit_json
 __all__ = ["main", "build_parser"]
 
 # Each module defines NAME, HELP, add_arguments(parser) and execute(args) -> int.
-COMMAND_MODULES = ["run", "inspect", "verify", "diagnose", "bench"]
+COMMAND_MODULES = ["run", "inspect", "verify", "convert", "diagnose", "bench"]
 
 _EXIT_FOR_ERROR = [
     (UnsupportedFeatureError, ExitCode.UNSUPPORTED),

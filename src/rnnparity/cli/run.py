@@ -154,13 +154,19 @@ def run_in_chunks(model, feeds: dict[str, np.ndarray], chunk: int,
     """Feed ``chunk`` steps at a time through a stream; join the per-step outputs."""
     if chunk < 1:
         raise InputError(f"--chunk must be >= 1, got {chunk}")
-    batch = next(iter(feeds.values())).shape[0]
-    stream = model.stream(batch_size=batch)
-    seq_len = next(iter(feeds.values())).shape[1]
+    optional = set(model.optional_inputs)
+    sequences = {k: v for k, v in feeds.items() if k not in optional}
+    first = next(iter(sequences.values()))
+    stream = model.stream(batch_size=first.shape[0])
+    # Initial states (optional inputs) belong to the first chunk only; the stream carries
+    # the state after that.
+    extras = {k: v for k, v in feeds.items() if k in optional}
     pieces: dict[str, list[np.ndarray]] = {}
     last: dict[str, np.ndarray] = {}
-    for start in range(0, seq_len, chunk):
-        part = {k: v[:, start:start + chunk] for k, v in feeds.items()}
+    for start in range(0, first.shape[1], chunk):
+        part = {k: v[:, start:start + chunk] for k, v in sequences.items()}
+        if start == 0:
+            part.update(extras)
         out = stream.chunk(part)
         out = out if isinstance(out, dict) else {model.outputs[0]: out}
         for k, v in out.items():

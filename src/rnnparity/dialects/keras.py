@@ -189,11 +189,10 @@ def to_canonical(kind: str, arrays: dict[str, np.ndarray], **options: Any
     if unknown:
         raise InputError(f"unknown Keras option(s) {unknown}; known: {list(_OPTIONS)}")
     if kind not in KINDS:
-        raise UnsupportedFeatureError(
-            f"Keras recurrent layer class {kind!r} is not supported; supported: "
-            f"{', '.join(KINDS)}")
+        raise UnsupportedFeatureError(f"Keras recurrent layer class {kind!r} is not "
+                                      f"supported; supported: {', '.join(KINDS)}")
     cell = KINDS[kind]
-    version = options.get("keras_version") or "3"
+    version = str(options.get("keras_version") or "3")
     context = f"Keras {kind} {options.get('name') or ''}".rstrip()
     kernel = _array(arrays, "kernel", context)
     recurrent = _array(arrays, "recurrent_kernel", context)
@@ -220,11 +219,22 @@ def to_canonical(kind: str, arrays: dict[str, np.ndarray], **options: Any
                         reset_after=True, convention=_convention(kind, True, version))
         return spec, _cudnn_weights(cell, kernel, recurrent, np.asarray(bias), units)
 
-    reset_after = options.get("reset_after")
+    reset_after = _check_bias(cell, bias, options.get("reset_after"), version, context,
+                              sizes, notes)
+    activation, gate_activation = _activations(cell, options, version, notes)
+    spec = CellSpec(cell, input_size, units, gate_activation=gate_activation,
+                    activation=activation, reset_after=reset_after,
+                    convention=_convention(kind, reset_after, version), notes=tuple(notes))
+    return spec, _plain_weights(cell, kernel, recurrent, bias)
+
+
+def _check_bias(cell: str, bias: np.ndarray | None, reset_after: bool | None,
+                version: str, context: str, sizes: dict[str, int], notes: list[str]) -> bool:
+    """Check the bias shape; return the GRU variant (from the shape unless given)."""
+    gates = len(GATE_ORDER[cell])
     if cell == "gru" and bias is not None:
-        shape_says = np.ndim(bias) == 2
         if reset_after is None:
-            reset_after = shape_says
+            reset_after = np.ndim(bias) == 2
         expected = ("2", "3 * units") if reset_after else ("3 * units",)
         check_shape(context, "bias", np.shape(bias), expected, **sizes)
     elif cell == "gru" and reset_after is None:
@@ -232,21 +242,20 @@ def to_canonical(kind: str, arrays: dict[str, np.ndarray], **options: Any
         notes.append(f"reset_after={reset_after} (no bias to tell; Keras {version} default)")
     elif bias is not None:
         check_shape(context, "bias", np.shape(bias), (f"{gates} * units",), **sizes)
+    return bool(reset_after)
 
+
+def _activations(cell: str, options: dict[str, Any], version: str, notes: list[str]
+                 ) -> tuple[Activation, Activation]:
+    """(activation, recurrent activation), the latter from the version when not given."""
     activation = resolve_activation(options.get("activation") or "tanh", version)
-    gate_activation = SIGMOID
-    if cell != "rnn":
-        name = options.get("recurrent_activation")
-        if name is None:
-            name = default_recurrent_activation(version)
-            notes.append(f"recurrent_activation={name} (Keras {version} default)")
-        gate_activation = resolve_activation(name, version)
-
-    spec = CellSpec(cell, input_size, units, gate_activation=gate_activation,
-                    activation=activation, reset_after=bool(reset_after),
-                    convention=_convention(kind, bool(reset_after), version),
-                    notes=tuple(notes))
-    return spec, _plain_weights(cell, kernel, recurrent, bias)
+    if cell == "rnn":
+        return activation, SIGMOID
+    name = options.get("recurrent_activation")
+    if name is None:
+        name = default_recurrent_activation(version)
+        notes.append(f"recurrent_activation={name} (Keras {version} default)")
+    return activation, resolve_activation(name, version)
 
 
 def _array(arrays: dict[str, np.ndarray], key: str, context: str) -> np.ndarray:

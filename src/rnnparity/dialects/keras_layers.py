@@ -2,9 +2,10 @@
 
 Input, Embedding (``mask_zero``), Masking, Dense, TimeDistributed(Dense), Dropout,
 Activation, Concatenate, Add, Reshape, Flatten, and the few ops (``not_equal``,
-``any``...) Keras 3 writes into functional graphs to compute masks. Masks follow Keras: Embedding and Masking make
-them, Dense / TimeDistributed / Dropout / Activation pass them on, Concatenate and Add
-combine them with a logical and. Any other layer class raises UnsupportedFeatureError.
+``any``...) Keras 3 writes into functional graphs to compute masks. Masks follow Keras:
+Embedding and Masking make them, Dense / TimeDistributed / Dropout / Activation pass them
+on, Concatenate and Add combine them with a logical and. Any other layer class raises
+UnsupportedFeatureError.
 """
 
 from __future__ import annotations
