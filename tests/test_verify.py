@@ -168,3 +168,20 @@ def test_help_has_examples(capsys):
     assert main(["verify", "--help"]) == 0
     text = capsys.readouterr().out
     assert "$ rnnparity verify" in text and "--plot" in text
+
+
+@pytest.mark.torch
+def test_long_runs_in_batch_chunks_give_the_same_report(torch_file, monkeypatch):
+    import rnnparity.verify as verify_module
+
+    path, x_path, y, h_n = torch_file
+    x = np.load(x_path)
+    whole = verify_module.verify(path, x)
+    monkeypatch.setattr(verify_module, "LONG_RUN", 1)
+    chunked = verify_module.verify(path, x, progress=True)
+    assert chunked.ok and whole.ok
+    for name in ("output", "h_n"):
+        np.testing.assert_array_equal(chunked.ours[name], whole.ours[name])
+        np.testing.assert_allclose(chunked.theirs[name], whole.theirs[name], rtol=0,
+                                   atol=1e-6)
+    assert chunked.ours["h_n"].shape == h_n.shape

@@ -25,6 +25,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
@@ -250,15 +251,57 @@ def _write_torch(blocks: list[Block], output: Path, target: str) -> list[str]:
 # --------------------------------------------------------------------------- ONNX
 
 
-def _write_onnx(blocks: list[Block], output: Path, target: str) -> list[str]:
+def _onnx_node(block: Block, layer: list[Direction], current: str, tag: str, onnx: Any
+               ) -> tuple[list[Any], list[Any], list[str], str]:
+    """One layer as an ONNX node plus the Transpose/Reshape that flattens its Y."""
     from .dialects import onnx as dialect
 
+    helper, numpy_helper = onnx.helper, onnx.numpy_helper
+    per_dir = [dialect.from_canonical(d.spec, d.weights, context=f"layer {block.name!r}")
+               for d in layer]
+    listed = ("activations", "activation_alpha", "activation_beta")
+    attributes = dict(per_dir[0][1])
+    for key in listed:
+        values = [v for _, attrs in per_dir for v in attrs.get(key, [])]
+        if values:
+            attributes[key] = values
+    for _, attrs in per_dir[1:]:
+        for key, value in attrs.items():
+            if key not in listed and attributes.get(key) != value:
+                raise UnsupportedFeatureError(f"layer {block.name!r}: the directions differ "
+                                              f"in {key}; one ONNX node has one value")
+    if len(layer) == 2:
+        attributes["direction"] = "bidirectional"
+    elif layer[0].reverse:
+        attributes["direction"] = "reverse"
+
+    inputs, initializers = [current], []
+    for slot in ("W", "R", "B", "P"):
+        if per_dir[0][0][slot] is None:
+            inputs.append("")
+            continue
+        stacked = np.stack([a[slot] for a, _ in per_dir]).astype(np.float32)
+        initializers.append(numpy_helper.from_array(stacked, f"{tag}_{slot}"))
+        inputs.append(f"{tag}_{slot}")
+    if inputs[-1] == f"{tag}_P":
+        inputs[4:4] = ["", "", ""]  # sequence_lens, initial_h, initial_c come before P
+    while inputs[-1] == "":
+        inputs.pop()
+    outs = [f"{tag}_Y", f"{tag}_Y_h"] + ([f"{tag}_Y_c"] if block.kind == "lstm" else [])
+    nodes = [helper.make_node(_ONNX_OP[block.kind], inputs, outs, name=tag, **attributes)]
+    # Y (seq_len, num_directions, batch, hidden) -> (seq_len, batch, features).
+    shape, joined = f"{tag}_shape", f"{tag}_out"
+    nodes.append(helper.make_node("Transpose", [outs[0]], [f"{tag}_Yt"], perm=[0, 2, 1, 3]))
+    initializers.append(numpy_helper.from_array(np.array([0, 0, -1], np.int64), shape))
+    nodes.append(helper.make_node("Reshape", [f"{tag}_Yt", shape], [joined]))
+    return nodes, initializers, outs, joined
+
+
+def _write_onnx(blocks: list[Block], output: Path, target: str) -> list[str]:
     onnx = import_optional("onnx")
-    helper, numpy_helper, TensorProto = onnx.helper, onnx.numpy_helper, onnx.TensorProto
+    helper, TensorProto = onnx.helper, onnx.TensorProto
     nodes, initializers = [], []
-    current = "X"
-    width = blocks[0].input_size
-    index = 0
+    current, outs = "X", []
     for block in blocks:
         if block.go_backwards and block.return_sequences:
             raise UnsupportedFeatureError(
@@ -266,70 +309,26 @@ def _write_onnx(blocks: list[Block], output: Path, target: str) -> list[str]:
                 "processing order; an ONNX reverse direction returns them aligned with the "
                 "input")
         for layer in block.layers:
-            op = _ONNX_OP[block.kind]
-            per_dir = [dialect.from_canonical(d.spec, d.weights,
-                                              context=f"layer {block.name!r}")
-                       for d in layer]
-            attributes = dict(per_dir[0][1])
-            for key in ("activations", "activation_alpha", "activation_beta"):
-                values = [v for _, attrs in per_dir for v in attrs.get(key, [])]
-                if values:
-                    attributes[key] = values
-            for _, attrs in per_dir[1:]:
-                for key, value in attrs.items():
-                    if key not in ("activations", "activation_alpha", "activation_beta") \
-                            and attributes.get(key) != value:
-                        raise UnsupportedFeatureError(
-                            f"layer {block.name!r}: the directions differ in {key}; one ONNX "
-                            "node has one value")
-            if len(layer) == 2:
-                attributes["direction"] = "bidirectional"
-            elif layer[0].reverse:
-                attributes["direction"] = "reverse"
-            tag = f"{_module_name(block.name)}_{index}"
-            names = {slot: f"{tag}_{slot}" for slot in ("W", "R", "B")}
-            W = np.stack([a["W"] for a, _ in per_dir]).astype(np.float32)
-            R = np.stack([a["R"] for a, _ in per_dir]).astype(np.float32)
-            inputs = [current, names["W"], names["R"]]
-            initializers += [numpy_helper.from_array(W, names["W"]),
-                             numpy_helper.from_array(R, names["R"])]
-            if per_dir[0][0]["B"] is not None:
-                B = np.stack([a["B"] for a, _ in per_dir]).astype(np.float32)
-                initializers.append(numpy_helper.from_array(B, names["B"]))
-                inputs.append(names["B"])
-            if any(a.get("P") is not None for a, _ in per_dir):
-                P = np.stack([a["P"] for a, _ in per_dir]).astype(np.float32)
-                inputs += ["", "", "", f"{tag}_P"]
-                initializers.append(numpy_helper.from_array(P, f"{tag}_P"))
-            outs = [f"{tag}_Y", f"{tag}_Y_h"] + ([f"{tag}_Y_c"] if block.kind == "lstm" else [])
-            nodes.append(helper.make_node(op, inputs, outs, name=tag, **attributes))
-            hidden = layer[0].spec.hidden_out
-            width = hidden * len(layer)
-            # Y (seq_len, num_directions, batch, hidden) -> (seq_len, batch, features).
-            transposed, shape, joined = f"{tag}_Yt", f"{tag}_shape", f"{tag}_out"
-            nodes.append(helper.make_node("Transpose", [outs[0]], [transposed],
-                                          perm=[0, 2, 1, 3]))
-            initializers.append(numpy_helper.from_array(np.array([0, 0, -1], np.int64), shape))
-            nodes.append(helper.make_node("Reshape", [transposed, shape], [joined]))
-            current, last_outs = joined, outs
-            index += 1
+            tag = f"{_module_name(block.name)}_{len(nodes)}"
+            more_nodes, more_init, outs, current = _onnx_node(block, layer, current, tag, onnx)
+            nodes += more_nodes
+            initializers += more_init
 
-    n = blocks[0].input_size
-    graph_outputs = [helper.make_tensor_value_info("Y", TensorProto.FLOAT,
-                                                   ["seq_len", "batch", width]),
-                     helper.make_tensor_value_info("Y_h", TensorProto.FLOAT,
-                                                   [len(blocks[-1].layers[-1]), "batch",
-                                                    blocks[-1].layers[-1][0].spec.hidden_out])]
-    nodes.append(helper.make_node("Identity", [current], ["Y"]))
-    nodes.append(helper.make_node("Identity", [last_outs[1]], ["Y_h"]))
+    last = blocks[-1].layers[-1]
+    directions, spec = len(last), last[0].spec
+    value = helper.make_tensor_value_info
+    graph_outputs = [value("Y", TensorProto.FLOAT, ["seq_len", "batch",
+                                                    directions * spec.hidden_out]),
+                     value("Y_h", TensorProto.FLOAT, [directions, "batch", spec.hidden_out])]
+    nodes += [helper.make_node("Identity", [current], ["Y"]),
+              helper.make_node("Identity", [outs[1]], ["Y_h"])]
     if blocks[-1].kind == "lstm":
-        graph_outputs.append(helper.make_tensor_value_info(
-            "Y_c", TensorProto.FLOAT, [len(blocks[-1].layers[-1]), "batch",
-                                       blocks[-1].layers[-1][0].spec.hidden_size]))
-        nodes.append(helper.make_node("Identity", [last_outs[2]], ["Y_c"]))
+        graph_outputs.append(value("Y_c", TensorProto.FLOAT,
+                                   [directions, "batch", spec.hidden_size]))
+        nodes.append(helper.make_node("Identity", [outs[2]], ["Y_c"]))
     graph = helper.make_graph(
         nodes, "rnnparity_convert",
-        [helper.make_tensor_value_info("X", TensorProto.FLOAT, ["seq_len", "batch", n])],
+        [value("X", TensorProto.FLOAT, ["seq_len", "batch", blocks[0].input_size])],
         graph_outputs, initializers)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", _OPSET)],
                               producer_name="rnnparity")
@@ -420,7 +419,10 @@ def _keras_class(keras: Any, kind: str) -> Any:
 
 def _save_keras(model: Any, output: Path, target: str) -> None:
     name = output.name.lower()
-    if name.endswith(".weights.h5"):
-        model.save_weights(str(output))
-    else:
-        model.save(str(output))
+    with warnings.catch_warnings():
+        # The user asked for .h5 by name; Keras' advice to prefer .keras is noise here.
+        warnings.filterwarnings("ignore", message=".*HDF5.*", category=UserWarning)
+        if name.endswith(".weights.h5"):
+            model.save_weights(str(output))
+        else:
+            model.save(str(output))

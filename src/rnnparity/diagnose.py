@@ -47,6 +47,8 @@ DEFAULT_ATOL = 1e-4
 KEEP_CLOSEST = 12
 # Units per batched engine call (M candidates * hidden_size).
 _BATCH_UNITS = 64
+# Units per call on the first step, whose recurrent matrix is left zero (cheaper to build).
+_PROBE_UNITS = 64
 
 LABELS = ("keras", "keras1", "cudnn", "torch", "onnx", "tf1")
 
@@ -86,17 +88,15 @@ def _order_words(kind: str, order: str) -> str:
 
 # Fixed words for attribute values; orders and arrays get theirs from the candidate.
 _WORDS = {
-    ("input", "plain"): "used as stored (x @ kernel, or x @ W.T for (gates*units, input) "
-                        "arrays)",
+    ("input", "plain"): "used as stored",
     ("input", "cudnn"): "each gate block reinterpreted as cuDNN does: K_g.reshape(units, "
                         "input).T",
     ("input", "cudnn_inverse"): "each gate block reinterpreted: K_g.T.reshape(input, units) "
                                 "(cuDNN's reinterpretation undone twice)",
     ("input", "reinterpret"): "each (units, input) gate block read as row-major (input, "
                               "units) without transposing",
-    ("recurrent", "plain"): "used as stored (h @ recurrent_kernel, or h @ W_hh.T)",
-    ("recurrent", "transposed"): "each gate block transposed (as cuDNN reads Keras-shaped "
-                                 "blocks: h @ R_g.T)",
+    ("recurrent", "plain"): "used as stored",
+    ("recurrent", "transposed"): "each gate block transposed",
     ("bias", "none"): "none",
     ("bias", "single"): "one bias vector",
     ("bias", "halves"): "first half input bias, second half recurrent bias (cuDNN / ONNX "
@@ -134,6 +134,18 @@ _WORDS = {
     ("output", "h"): "hidden state h",
     ("output", "c"): "LSTM cell state c, not h (TF1 LSTMStateTuple is (c, h))",
     ("arrays", "labelled"): "in the labelled order",
+}
+# Words that depend on how the array is stored: "row" (input_size or units, gates*units)
+# arrays act as x @ K (Keras, TF1); "col" (gates*units, input_size or units) as x @ W.T.
+_FORM_WORDS = {
+    ("input", "plain", "row"): "x @ kernel as stored (Keras layout)",
+    ("input", "plain", "col"): "x @ W.T as stored (PyTorch / ONNX layout)",
+    ("recurrent", "plain", "row"): "h @ recurrent_kernel as stored (Keras layout)",
+    ("recurrent", "plain", "col"): "h @ W_hh.T as stored (PyTorch / ONNX layout)",
+    ("recurrent", "transposed", "row"): "each gate block transposed, h @ R_g.T (how cuDNN "
+                                        "reads Keras-shaped blocks)",
+    ("recurrent", "transposed", "col"): "each gate block used untransposed, h @ W_g "
+                                        "(PyTorch-shaped blocks read the Keras way)",
 }
 for _key, (_, _text) in _GATE_ACTIVATIONS.items():
     _WORDS[("gate_activation", _key)] = _text
@@ -221,10 +233,13 @@ def _conventions(kind: str) -> dict[str, _Convention]:
     else:
         items = [
             _conv("keras", "Keras SimpleRNN", **{**c, "order": "h", "bias": "single",
+                                                  "activation": ("tanh", "relu"),
                                                   "layout": "batch_major"}),
             _conv("torch", "PyTorch RNN", **{**c, "order": "h", "bias": "pair",
+                                              "activation": ("tanh", "relu"),
                                               "layout": ("time_major", "batch_major")}),
             _conv("onnx", "ONNX RNN", **{**c, "order": "h", "bias": "halves",
+                                          "activation": ("tanh", "relu"),
                                           "layout": "time_major"}),
             _conv("tf1", "TF1 BasicRNNCell", **{**c, "order": "h", "bias": "single",
                                                  "layout": "batch_major"}),
@@ -287,7 +302,8 @@ class Candidate:
 
     def describe(self) -> list[str]:
         """One line per attribute, in plain words."""
-        return [f"{_ATTR_TITLES[a]}: {c.words}" for a, c in self.choices.items()]
+        return [f"{_ATTR_TITLES[a]}: {c.words}" for a, c in self.choices.items()
+                if not (a == "order" and self.kind == "rnn")]
 
 
 @dataclass
@@ -509,11 +525,11 @@ def _sources(names: list[str], arrays: list[np.ndarray], n: int, u: int) -> list
             if a.ndim == 2:
                 if a.shape == (n, k):
                     r.add("in_row")
-                if a.shape == (k, n) and not (num_gates == 1 and n == u):
+                if a.shape == (k, n):
                     r.add("in_col")
                 if a.shape == (u, k):
                     r.add("rec_row")
-                if a.shape == (k, u) and num_gates != 1:
+                if a.shape == (k, u):
                     r.add("rec_col")
                 if a.shape == (n + u, k):
                     r.add("cat")
@@ -606,7 +622,7 @@ def _input_options(src: _Source, n: int, u: int, G: int) -> list[tuple[Choice, n
     options = []
     for key, blocks_ in variants.items():
         matrix = np.concatenate(blocks_)
-        words = _WORDS[("input", key)]
+        words = _FORM_WORDS.get(("input", key, src.in_form), _WORDS[("input", key)])
         if key != "plain" and np.array_equal(matrix, plain):
             words += f" (the same as stored here: input_size={n}, units={u})"
         options.append((Choice("input", key, words, costs[key]), matrix))
@@ -616,11 +632,13 @@ def _input_options(src: _Source, n: int, u: int, G: int) -> list[tuple[Choice, n
 def _recurrent_options(src: _Source, u: int, G: int) -> list[tuple[Choice, np.ndarray]]:
     blocks = _blocks(src.w_rec, src.rec_form, G)
     plain = [b.T for b in blocks] if src.rec_form == "row" else blocks
-    options = [(Choice("recurrent", "plain", _WORDS[("recurrent", "plain")], 0),
+    form = src.rec_form
+    options = [(Choice("recurrent", "plain", _FORM_WORDS["recurrent", "plain", form], 0),
                 np.concatenate(plain))]
     if u > 1:
-        options.append((Choice("recurrent", "transposed", _WORDS[("recurrent", "transposed")],
-                               1), np.concatenate([b.T for b in plain])))
+        options.append((Choice("recurrent", "transposed",
+                               _FORM_WORDS["recurrent", "transposed", form], 1),
+                        np.concatenate([b.T for b in plain])))
     return options
 
 
@@ -725,26 +743,33 @@ def _problem(x: np.ndarray, y: np.ndarray) -> _Problem:
     return _Problem({k: layouts[k] for k in ys}, ys, mode, n, u)
 
 
-def _combined(cands: Sequence[Candidate]) -> tuple[CellSpec, CellWeights]:
-    """``len(cands)`` cells of the same spec as one cell with block-diagonal recurrence."""
+def _combined(cands: Sequence[Candidate], recurrent: bool = True
+              ) -> tuple[CellSpec, CellWeights]:
+    """``len(cands)`` cells of the same spec as one cell with block-diagonal recurrence.
+
+    With ``recurrent=False`` the recurrent matrix is left zero: enough for a first step
+    from zero state, where it multiplies zeros.
+    """
     first = cands[0].spec
     M, G, u = len(cands), first.num_gates, first.hidden_size
     w_ih = np.stack([c.weights.w_ih.reshape(G, u, -1) for c in cands], axis=1)
     b_ih = np.stack([c.weights.b_ih.reshape(G, u) for c in cands], axis=1)
     b_hh = np.stack([c.weights.b_hh.reshape(G, u) for c in cands], axis=1)
     w_hh = np.zeros((G, M, u, M, u))
-    index = np.arange(M)
-    w_hh[:, index, :, index, :] = np.stack([c.weights.w_hh.reshape(G, u, u) for c in cands])
+    if recurrent:
+        index = np.arange(M)
+        w_hh[:, index, :, index, :] = np.stack([c.weights.w_hh.reshape(G, u, u)
+                                                for c in cands])
     spec = first.with_(hidden_size=M * u, convention="diagnose candidates")
     weights = CellWeights(w_ih.reshape(G * M * u, -1), w_hh.reshape(G * M * u, M * u),
                           b_ih.reshape(-1), b_hh.reshape(-1))
     return spec, weights
 
 
-def _run(cands: Sequence[Candidate], x: np.ndarray, reverse: bool
+def _run(cands: Sequence[Candidate], x: np.ndarray, reverse: bool, recurrent: bool = True
          ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
     """Outputs (M, batch, seq_len, units), final h (M, batch, units), final c or None."""
-    spec, weights = _combined(cands)
+    spec, weights = _combined(cands, recurrent)
     stack = RecurrentStack([[Direction(spec, weights, reverse)]], dtype=np.float64,
                            name="diagnose")
     result = stack(x)
@@ -944,19 +969,26 @@ def _score_first_step(parts: list[_Partial], problem: _Problem, cache: _Recurren
     groups: dict[CellSpec, list[int]] = {}
     for k, probe in enumerate(probes):
         groups.setdefault(probe.spec, []).append(k)
-    size = max(4, _BATCH_UNITS // problem.u)
+    # Every first step (x[:, 0] forward, x[:, -1] backwards, per layout) as one batch.
+    pieces, where, start = [], {}, 0
+    for layout, x in problem.x.items():
+        for end in ("first", "last"):
+            pieces.append(x[:, :1] if end == "first" else x[:, -1:])
+            where[layout, end] = slice(start, start + x.shape[0])
+            start += x.shape[0]
+    steps = np.concatenate(pieces, axis=0)
+    size = max(4, _PROBE_UNITS // problem.u)
     for members in groups.values():
-        for start in range(0, len(members), size):
-            chunk = members[start:start + size]
-            cands = [probes[k] for k in chunk]
-            for layout, x in problem.x.items():
-                y = problem.y[layout]
-                first, _, _ = _run(cands, x[:, :1], False)
-                last, _, _ = _run(cands, x[:, -1:], False)
+        for begin in range(0, len(members), size):
+            chunk = members[begin:begin + size]
+            out, _, _ = _run([probes[k] for k in chunk], steps, False, recurrent=False)
+            for layout, y in problem.y.items():
+                first = out[:, where[layout, "first"], 0]
+                last = out[:, where[layout, "last"], 0]
                 errors = {
-                    "forward": np.abs(first[:, :, 0] - y[None, :, 0]).max(axis=(1, 2)),
-                    "reverse": np.abs(last[:, :, 0] - y[None, :, -1]).max(axis=(1, 2)),
-                    "go_backwards": np.abs(last[:, :, 0] - y[None, :, 0]).max(axis=(1, 2)),
+                    "forward": np.abs(first - y[None, :, 0]).max(axis=(1, 2)),
+                    "reverse": np.abs(last - y[None, :, -1]).max(axis=(1, 2)),
+                    "go_backwards": np.abs(last - y[None, :, 0]).max(axis=(1, 2)),
                 }
                 for direction, errs in errors.items():
                     for j, k in enumerate(chunk):

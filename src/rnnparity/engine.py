@@ -58,13 +58,32 @@ def as_float_input(x: object, dtype: np.dtype, name: str, check_finite: bool) ->
     if array.dtype.kind not in "fiub":
         raise InputError(f"{name} has dtype {array.dtype}; expected a real number array")
     array = np.asarray(array, dtype=dtype)
-    if check_finite and not np.isfinite(array).all():
+    if check_finite and not _all_finite(array):
         position = tuple(int(i) for i in np.argwhere(~np.isfinite(array))[0])
         raise InputError(
             f"{name} holds a non-finite value at index {position}; expected finite numbers "
             "(pass check_finite=False / --allow-nonfinite to run it as the frameworks do)"
         )
     return array
+
+
+# Elements checked for NaN / inf at a time: a whole-array check would allocate a bool copy
+# of the input, which grows with seq_len on long runs.
+FINITE_CHECK_BLOCK = 1 << 16
+
+
+def _all_finite(array: np.ndarray) -> bool:
+    """``np.isfinite(array).all()`` in blocks along the longest axis (bounded memory)."""
+    if array.size <= FINITE_CHECK_BLOCK:
+        return bool(np.isfinite(array).all())
+    axis = int(np.argmax(array.shape))
+    length = array.shape[axis]
+    step = max(1, FINITE_CHECK_BLOCK * length // array.size)
+    for start in range(0, length, step):
+        block = array[(slice(None),) * axis + (slice(start, start + step),)]
+        if not np.isfinite(block).all():
+            return False
+    return True
 
 
 class RecurrentStack:

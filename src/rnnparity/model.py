@@ -14,7 +14,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from .errors import InputError, RnnParityError, UnsupportedFeatureError
+from .errors import InputError, RnnParityError, ShapeError, UnsupportedFeatureError
 
 __all__ = ["Layer", "Node", "Model", "CallContext", "Stream"]
 
@@ -87,19 +87,23 @@ class Model:
             None means every 3-D output.
         time_axes: tensor name -> position of the time axis, for the inputs and sequence
             outputs whose time axis is not 1 (time-major layouts such as ONNX layout=0).
+        state_inputs: required inputs that are initial states, without a time axis
+            (a graph input wired to ONNX ``initial_h``); streaming does not split them.
     """
 
     def __init__(self, nodes: list[Node], inputs: list[str], outputs: list[str],
                  source: str = "", meta: dict[str, Any] | None = None,
                  dtype: np.dtype = np.float32, optional_inputs: list[str] | None = None,
                  sequence_outputs: list[str] | None = None,
-                 time_axes: Mapping[str, int] | None = None) -> None:
+                 time_axes: Mapping[str, int] | None = None,
+                 state_inputs: list[str] | None = None) -> None:
         self.nodes = nodes
         self.inputs = list(inputs)
         self.outputs = list(outputs)
         self.optional_inputs = list(optional_inputs or [])
         self.sequence_outputs = None if sequence_outputs is None else list(sequence_outputs)
         self.time_axes = dict(time_axes or {})
+        self.state_inputs = list(state_inputs or [])
         self.source = source
         self.meta = dict(meta or {})
         self.dtype = np.dtype(dtype)
@@ -213,7 +217,12 @@ class Model:
                    for n in self.nodes)
 
     def stream(self, batch_size: int = 1) -> Stream:
-        """A :class:`Stream` that feeds this model a few steps at a time, carrying state."""
+        """A :class:`Stream` that feeds this model a few steps at a time, carrying state.
+
+        Raises:
+            UnsupportedFeatureError: a layer needs the whole sequence (a backward or
+                bidirectional layer), naming the layer and why.
+        """
         for layer in self.layers:
             if not getattr(layer, "can_stream", True):
                 reason = getattr(layer, "stream_refusal", None) or (
@@ -236,49 +245,167 @@ class Model:
 
 
 class Stream:
-    """Feeds a model a chunk of steps at a time; state carries over between calls.
+    """Feeds a model a few steps at a time, carrying every recurrent state between calls.
 
-    ``step(x_t)`` takes one step ``(batch, features)``; ``chunk(x)`` several
-    ``(batch, steps, features)``. Feeding a sequence in chunks of any size gives the
-    whole-sequence result.
+    Made by :meth:`Model.stream`. :meth:`step` runs one step and returns that step's
+    outputs; :meth:`chunk` runs several; :meth:`feed` runs a whole sequence in chunks.
+    Feeding a sequence in chunks of any size gives the whole-sequence result: outputs
+    with a time axis come chunk by chunk, the others (a Keras ``return_sequences=False``
+    output, PyTorch ``h_n``, ONNX ``Y_h``) hold the value after the last step fed so far.
+
+    :attr:`states` maps each recurrent layer's name to its current states, in that
+    framework's layout: Keras ``[h, c]`` (LSTM) or ``[h]``, each ``(batch, units)``;
+    PyTorch modules ``[h_n, c_n]``, ``(num_layers, batch, hidden)``; PyTorch cells
+    ``[h, c]``, ``(batch, hidden_size)``; ONNX ``[Y_h, Y_c]``, ``(1, batch, hidden_size)``
+    (``(batch, 1, hidden_size)`` with layout=1). :meth:`set_state` takes the same.
+
+    Args:
+        model: the model to feed.
+        batch_size: how many sequences run side by side; every call must have this batch.
+
+    Shapes:
+        step input: (batch, features) per sequence input (integer ids: (batch,)).
+        chunk input: (batch, steps, features); time-major models (ONNX layout=0, PyTorch
+            batch_first=False): (steps, batch, features).
     """
 
     def __init__(self, model: Model, batch_size: int = 1) -> None:
+        if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) \
+                or batch_size < 1:
+            raise InputError(f"batch_size must be a positive integer, got {batch_size!r}")
         self.model = model
-        self.batch_size = batch_size
+        self.batch_size = int(batch_size)
         self.ctx = CallContext(keep_state=True, streaming=True)
+        self.steps_fed = 0
 
     @property
     def states(self) -> dict[str, list[np.ndarray]]:
-        """Layer name -> current state arrays, in the layer's framework order."""
+        """Layer name -> current state arrays (see the class docstring for the layouts)."""
         return self.ctx.states
 
-    def set_state(self, layer: str, arrays: list[np.ndarray]) -> None:
-        self.model.layer(layer)
-        self.ctx.states[layer] = [np.asarray(a, self.model.dtype) for a in arrays]
+    def set_state(self, layer: str, arrays: Any) -> None:
+        """Replace the states of recurrent layer ``layer`` before the next step.
+
+        Args:
+            layer: the layer's name (as in :attr:`states` and ``rnnparity inspect``).
+            arrays: the states in the layer's framework layout and order (one array, or a
+                list such as Keras ``[h, c]``, PyTorch ``[h_n, c_n]``); the layer checks
+                their shapes when it next runs.
+        """
+        from .engine import as_float_input
+
+        self.model.layer(layer)  # InputError listing the layers when unknown
+        items = [arrays] if isinstance(arrays, np.ndarray) else list(arrays)
+        self.ctx.states[layer] = [as_float_input(a, self.model.dtype, f"state of {layer!r}",
+                                                 True) for a in items]
 
     def reset(self) -> None:
-        self.ctx.states.clear()
+        """Start a new sequence: zero states, as a fresh stream."""
+        self.ctx = CallContext(keep_state=True, streaming=True)
+        self.steps_fed = 0
 
-    def chunk(self, x: Any = None, /, **named: Any) -> np.ndarray | dict[str, np.ndarray]:
+    def chunk(self, x: Any = None, /, *, check_finite: bool = True,
+              **named: Any) -> np.ndarray | dict[str, np.ndarray]:
+        """Run the next steps of every sequence.
+
+        Args:
+            x: (batch, steps, features) for a one-input model, or a dict name -> array.
+                Optional state inputs (PyTorch ``h0``, ONNX ``initial_h``) given here
+                replace the carried states, like :meth:`set_state`.
+            check_finite: refuse NaN / inf (as :meth:`Model.__call__`).
+            **named: inputs by name.
+
+        Returns:
+            What the model returns for these steps: one array or a dict by output name.
+        """
         feeds = self.model._feeds(x, named)
-        for name, value in feeds.items():
-            if name in self.model.optional_inputs:
-                continue  # initial states: (layers, batch, hidden), checked by the layer
-            batch = np.shape(value)[0]
-            if batch != self.batch_size:
-                raise InputError(f"stream input {name!r} has batch {batch}; expected "
-                                 f"batch_size={self.batch_size}")
-        results = self.model.run(feeds, self.ctx)
+        steps = self._check_chunk(feeds)
+        self._replace_fed_states(feeds)
+        results = self.model.run(feeds, self.ctx, check_finite=check_finite)
+        self.steps_fed += steps
         return results[self.model.outputs[0]] if len(results) == 1 else results
 
-    def step(self, x_t: Any = None, /, **named: Any) -> np.ndarray | dict[str, np.ndarray]:
+    def step(self, x_t: Any = None, /, *, check_finite: bool = True,
+             **named: Any) -> np.ndarray | dict[str, np.ndarray]:
+        """Run one step: inputs (batch, features) without a time axis; outputs likewise."""
         feeds = self.model._feeds(x_t, named)
-        chunked = {k: v if k in self.model.optional_inputs else np.asarray(v)[:, None]
-                   for k, v in feeds.items()}
-        out = self.chunk(chunked)
+        expanded = {k: np.expand_dims(np.asarray(v), self.model.time_axis(k))
+                    if k in self._sequence_inputs() else v for k, v in feeds.items()}
+        out = self.chunk(expanded, check_finite=check_finite)
         if isinstance(out, dict):
-            return {k: v[:, 0] if self.model.has_time_axis(k, v) else v
-                    for k, v in out.items()}
-        name = self.model.outputs[0]
-        return out[:, 0] if self.model.has_time_axis(name, out) else out
+            return {k: self._first_step(k, v) for k, v in out.items()}
+        return self._first_step(self.model.outputs[0], out)
+
+    def feed(self, x: Any = None, /, *, chunk_size: int = 1, check_finite: bool = True,
+             **named: Any) -> np.ndarray | dict[str, np.ndarray]:
+        """Run whole sequences ``chunk_size`` steps at a time; return the joined outputs.
+
+        Sequence outputs are concatenated along their time axis; the others are the last
+        chunk's. Equals the whole-sequence call of the model (states carry on afterwards).
+        """
+        if isinstance(chunk_size, bool) or not isinstance(chunk_size, (int, np.integer)) \
+                or chunk_size < 1:
+            raise InputError(f"chunk size must be a positive integer, got {chunk_size!r}")
+        feeds = self.model._feeds(x, named)
+        sequences = {k: np.asarray(v) for k, v in feeds.items()
+                     if k in self._sequence_inputs()}
+        total = self._check_chunk(feeds)
+        pieces: dict[str, list[np.ndarray]] = {}
+        for start in range(0, total, chunk_size):
+            part = dict(feeds) if start == 0 else {k: v for k, v in feeds.items()
+                                                   if k not in self.model.optional_inputs}
+            for name, value in sequences.items():
+                index = (slice(None),) * self.model.time_axis(name) + (
+                    slice(start, start + chunk_size),)
+                part[name] = value[index]
+            out = self.chunk(part, check_finite=check_finite)
+            for name, value in (out if isinstance(out, dict)
+                                else {self.model.outputs[0]: out}).items():
+                kept = pieces.setdefault(name, [])
+                if not self.model.has_time_axis(name, value):
+                    kept.clear()  # only the latest matters: memory stays flat on long runs
+                kept.append(value)
+        joined = {name: np.concatenate(parts, axis=self.model.time_axis(name))
+                  if len(parts) > 1 else parts[0] for name, parts in pieces.items()}
+        return joined[self.model.outputs[0]] if len(joined) == 1 else joined
+
+    def _sequence_inputs(self) -> list[str]:
+        skip = set(self.model.optional_inputs) | set(self.model.state_inputs)
+        return [name for name in self.model.inputs if name not in skip]
+
+    def _check_chunk(self, feeds: Mapping[str, Any]) -> int:
+        """Check batch and step counts of the sequence inputs; return the step count."""
+        counts = {}
+        for name in self._sequence_inputs():
+            if name not in feeds:
+                continue  # Model.run names what is missing
+            shape = np.shape(feeds[name])
+            axis = self.model.time_axis(name)
+            order = "(steps, batch, ...)" if axis == 0 else "(batch, steps, ...)"
+            if len(shape) < 2:
+                raise ShapeError(f"stream input {name!r} has shape {shape}; expected "
+                                 f"{order} (use step() for one step without a time axis)")
+            batch = shape[1] if axis == 0 else shape[0]
+            if batch != self.batch_size:
+                raise ShapeError(f"stream input {name!r} has shape {shape}: batch {batch}; "
+                                 f"expected batch_size={self.batch_size} in {order}")
+            counts[name] = shape[axis]
+        if len(set(counts.values())) > 1:
+            raise ShapeError(f"stream inputs differ in their number of steps: {counts}")
+        steps = next(iter(counts.values()), 1)
+        if steps < 1:
+            raise ShapeError("a stream chunk needs at least one step; got 0")
+        return steps
+
+    def _replace_fed_states(self, feeds: Mapping[str, Any]) -> None:
+        """Optional state inputs given with a chunk win over carried states, whatever
+        order the dialect would pick."""
+        given = {name for name in self.model.optional_inputs if feeds.get(name) is not None}
+        for node in self.model.nodes:
+            if given & set(node.inputs):
+                self.ctx.states.pop(node.layer.name, None)
+
+    def _first_step(self, name: str, value: np.ndarray) -> np.ndarray:
+        if self.model.has_time_axis(name, value):
+            return np.take(value, 0, axis=self.model.time_axis(name))
+        return value

@@ -19,7 +19,13 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 
 from ._optional import import_optional
-from .errors import FormatError, InputError, MissingFrameworkError, UnsupportedFeatureError
+from .errors import (
+    FormatError,
+    InputError,
+    MissingFrameworkError,
+    RnnParityError,
+    UnsupportedFeatureError,
+)
 from .model import Model
 from .tolerances import ATOL
 
@@ -29,6 +35,9 @@ logger = logging.getLogger(__name__)
 
 # batch * seq_len above which the runs are split into batch chunks with a progress bar.
 LONG_RUN = 20_000
+
+# A framework run: feeds by input name -> outputs in the model's output order.
+_Runner = Callable[[Mapping[str, np.ndarray]], list[np.ndarray]]
 
 
 @dataclass
@@ -179,6 +188,7 @@ def verify(
         theirs = _expected(model, expected)
     else:
         runner, reference, batch_axis_fw, more = _framework(path, model, layer)
+        runner = _guarded(runner, reference)
         notes += more
         theirs_list = _chunked(runner, feeds, batch_axis_fw, progress and not stateful,
                                "framework")
@@ -203,6 +213,20 @@ def verify(
                          f"the reference has {sorted(theirs)}")
     return VerifyReport(str(path), reference, notes, atol, reports,
                         time.perf_counter() - started, ours, theirs)
+
+
+def _guarded(runner: _Runner, reference: str) -> _Runner:
+    """Report the framework refusing the input as bad input, not as a crash."""
+    def run(feeds: Mapping[str, np.ndarray]) -> list[np.ndarray]:
+        try:
+            return runner(feeds)
+        except RnnParityError:
+            raise
+        except Exception as err:  # each framework raises its own types
+            first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            raise InputError(f"{reference} could not run the input: {first}") from err
+
+    return run
 
 
 def _feeds(model: Model, inputs: Any) -> dict[str, np.ndarray]:
@@ -321,9 +345,6 @@ def _compare(name: str, ours: np.ndarray, theirs: np.ndarray, atol: float, time_
 
 
 # --------------------------------------------------------------------------- frameworks
-
-_Runner = Callable[[Mapping[str, np.ndarray]], list[np.ndarray]]
-
 
 def _framework(path: Path, model: Model, layer: str | None
                ) -> tuple[_Runner, str, int, list[str]]:

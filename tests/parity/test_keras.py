@@ -200,7 +200,7 @@ def test_embedding_mask_zero(K, rng):
 def test_initial_state(K, rng):
     x = padded(rng, 5, 6, 3)
     x[1, :3] = 0  # leading masked steps with a non-zero initial state emit 0 on TF
-    inputs = [K.Input((6, 3)), K.Input((4,)), K.Input((4,))]
+    inputs = [K.Input((6, 3), name="x"), K.Input((4,), name="h0"), K.Input((4,), name="c0")]
     masked = K.layers.Masking()(inputs[0])
     y = K.layers.LSTM(4, return_sequences=True, return_state=True)(
         masked, initial_state=inputs[1:])
@@ -210,13 +210,16 @@ def test_initial_state(K, rng):
     randomize(model.layers[-1], rng)
     expected = as_list(model(list(feeds.values())))
     ours = rnnparity.from_keras(model)
-    got = ours(dict(zip(ours.inputs, feeds.values())))
-    assert_parity(expected, ours_list(ours, got))
+    assert ours.inputs == ["x"] and ours.optional_inputs == ["h0", "c0"]
+    assert_parity(expected, ours_list(ours, ours(feeds)))
+    streamed = ours.stream(batch_size=5).feed(feeds, chunk_size=2)
+    assert_parity(expected, ours_list(ours, streamed))
 
 
 def test_bidirectional_initial_state(K, rng):
     x = rng.normal(size=(3, 5, 2)).astype("float32")
-    inputs = [K.Input((5, 2))] + [K.Input((3,)) for _ in range(2)]
+    names = ["x", "h_fwd", "h_bwd"]
+    inputs = [K.Input((5, 2), name="x")] + [K.Input((3,), name=n) for n in names[1:]]
     y = K.layers.Bidirectional(K.layers.GRU(3, return_sequences=True, return_state=True))(
         inputs[0], initial_state=inputs[1:])
     model = K.Model(inputs, y)
@@ -224,7 +227,7 @@ def test_bidirectional_initial_state(K, rng):
     randomize(model.layers[-1], rng)
     expected = as_list(model(feeds))
     ours = rnnparity.from_keras(model)
-    assert_parity(expected, ours_list(ours, ours(dict(zip(ours.inputs, feeds)))))
+    assert_parity(expected, ours_list(ours, ours(dict(zip(names, feeds)))))
 
 
 def test_stateful(K, rng):
@@ -250,17 +253,22 @@ def test_time_major_tf_keras(rng):
     x = rng.normal(size=(5, 3, 4)).astype("float32")  # (seq_len, batch, features)
     layer = K.layers.LSTM(2, time_major=True, return_sequences=True, return_state=True)
     layer_parity(K, layer, x)
+    x[3:, 0] = 0
+    x[:2, 1] = 0
+    inp = K.Input((3, 4))
+    out = K.layers.GRU(2, time_major=True, return_sequences=True)(K.layers.Masking()(inp))
+    model_parity(K, K.Model(inp, out), x)
 
 
 def test_streaming_matches_whole_sequence(K, rng):
-    x = rng.normal(size=(2, 7, 3)).astype("float32")
-    layer = K.layers.LSTM(4, return_sequences=True)
-    layer(x)
-    randomize(layer, rng)
-    model = rnnparity.from_keras(layer)
-    stream = model.stream(batch_size=2)
+    x = padded(rng, 5, 7, 3)
+    inp = K.Input((None, 3))
+    model = K.Model(inp, K.layers.LSTM(4, return_sequences=True)(K.layers.Masking()(inp)))
+    randomize(model.layers[-1], rng)
+    ours = rnnparity.from_keras(model)
+    stream = ours.stream(batch_size=5)
     pieces = [stream.chunk(x[:, :3]), stream.chunk(x[:, 3:4]), stream.chunk(x[:, 4:])]
-    np.testing.assert_allclose(np.concatenate(pieces, axis=1), np.asarray(layer(x)),
+    np.testing.assert_allclose(np.concatenate(pieces, axis=1), np.asarray(model(x)),
                                atol=ATOL, rtol=0)
 
 
@@ -303,3 +311,47 @@ def test_unsupported_layer_class_is_named(K, rng):
     out = K.layers.Conv1D(2, 2, name="conv")(K.layers.LSTM(3, return_sequences=True)(inp))
     with pytest.raises(rnnparity.UnsupportedFeatureError, match="Conv1D.*conv"):
         rnnparity.from_keras(K.Model(inp, out))
+
+
+@pytest.fixture(scope="module")
+def masked_pair(K):
+    """A bare LSTM and a Bidirectional GRU behind one Masking layer, random weights."""
+    inp = K.Input((None, 3))
+    masked = K.layers.Masking()(inp)
+    bare = K.layers.LSTM(3, return_sequences=True, return_state=True)(masked)
+    both = K.layers.Bidirectional(K.layers.GRU(2, return_sequences=True,
+                                               return_state=True))(masked)
+    model = K.Model(inp, list(bare) + list(both))
+    for layer in model.layers:
+        randomize(layer, np.random.default_rng(3))
+    return model, rnnparity.from_keras(model)
+
+
+@settings(max_examples=8, deadline=None)
+@given(data=st.data())
+def test_drawn_masks(masked_pair, data):
+    """Lengths 0..T with right padding, plus arbitrary holes, in plain and bidirectional."""
+    model, ours = masked_pair
+    steps = data.draw(st.integers(3, 6))
+    lengths = data.draw(st.lists(st.integers(0, steps), min_size=2, max_size=4))
+    x = np.random.default_rng(sum(lengths)).normal(
+        size=(len(lengths), steps, 3)).astype("float32")
+    for row, length in enumerate(lengths):
+        x[row, length:] = 0
+    holes = data.draw(st.lists(st.tuples(st.integers(0, len(lengths) - 1),
+                                         st.integers(0, steps - 1)), max_size=3))
+    for row, step in holes:
+        x[row, step] = 0
+    assert_parity(as_list(model(x)), ours_list(ours, ours(x)))
+
+
+def test_neighbour_layers(K, rng):
+    """Concatenate, Add, Activation, Dropout, Reshape and Flatten around recurrent layers."""
+    L = K.layers
+    inp = K.Input((5, 3))
+    a = L.LSTM(4, return_sequences=True)(inp)
+    b = L.GRU(4, return_sequences=True)(L.Dropout(0.3)(inp))
+    merged = L.Concatenate()([L.Add()([a, b]), L.Activation("sigmoid")(a)])
+    flat = L.Flatten()(L.Reshape((5, 4, 2))(merged))
+    out = L.Dense(3, activation="relu")(flat)
+    model_parity(K, K.Model(inp, out), rng.normal(size=(3, 5, 3)).astype("float32"))

@@ -154,26 +154,19 @@ def run_in_chunks(model, feeds: dict[str, np.ndarray], chunk: int,
     """Feed ``chunk`` steps at a time through a stream; join the per-step outputs."""
     if chunk < 1:
         raise InputError(f"--chunk must be >= 1, got {chunk}")
-    optional = set(model.optional_inputs)
-    sequences = {k: v for k, v in feeds.items() if k not in optional}
-    first = next(iter(sequences.values()))
-    stream = model.stream(batch_size=first.shape[0])
-    # Initial states (optional inputs) belong to the first chunk only; the stream carries
-    # the state after that.
-    extras = {k: v for k, v in feeds.items() if k in optional}
-    pieces: dict[str, list[np.ndarray]] = {}
-    last: dict[str, np.ndarray] = {}
-    for start in range(0, first.shape[1], chunk):
-        part = {k: v[:, start:start + chunk] for k, v in sequences.items()}
-        if start == 0:
-            part.update(extras)
-        out = stream.chunk(part)
-        out = out if isinstance(out, dict) else {model.outputs[0]: out}
-        for k, v in out.items():
-            pieces.setdefault(k, []).append(v)
-            last[k] = v
-    return {k: np.concatenate(v, axis=1) if model.has_time_axis(k, v[0]) else last[k]
-            for k, v in pieces.items()}
+    sequences = [k for k in model.inputs if k in feeds and k not in model.optional_inputs
+                 and k not in model.state_inputs]
+    if not sequences:
+        raise InputError(f"--chunk needs the sequence input(s) {model.inputs}; got "
+                         f"{sorted(feeds)}")
+    first = np.asarray(feeds[sequences[0]])
+    batch_axis = 1 if model.time_axis(sequences[0]) == 0 else 0
+    if first.ndim < 2:
+        raise InputError(f"--chunk needs batched sequences; input {sequences[0]!r} has "
+                         f"shape {first.shape}")
+    stream = model.stream(batch_size=first.shape[batch_axis])
+    out = stream.feed(feeds, chunk_size=chunk, check_finite=check_finite)
+    return out if isinstance(out, dict) else {model.outputs[0]: out}
 
 
 def _print_outputs(model, outputs, output_file, comparison) -> None:

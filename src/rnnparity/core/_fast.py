@@ -25,7 +25,7 @@ from ..spec import CellSpec
 from .cells import FAST_ACTIVATIONS
 
 __all__ = ["ACT_CODES", "pack", "tanh", "lstm_pointwise", "gru_pointwise", "gru_rz",
-           "rnn_pointwise", "small_matmul", "small_step"]
+           "rnn_pointwise", "small_matmul", "small_step", "stream_step", "tanh_array"]
 
 # sigmoid 0, tanh 1, hard_sigmoid 2, relu 3, linear 4, affine 5, scaled_tanh 6
 ACT_CODES = {name: code for code, name in enumerate(FAST_ACTIVATIONS)}
@@ -69,14 +69,17 @@ def pack(spec: CellSpec, has_peephole: bool) -> tuple[np.ndarray, np.ndarray]:
 @numba.njit(inline="always", **_JIT)
 def tanh(x):  # noqa: ANN001, ANN201 - numba-typed
     """float32 tanh within one ulp of ``np.tanh``, vectorisable without SVML."""
-    # Comparisons rather than min/max so that NaN propagates as in np.tanh.
+    # Comparisons rather than min/max so that NaN propagates as in np.tanh; beyond 9
+    # float32 tanh rounds to +-1 (the fit is not used there).
     d = np.float64(x)
     d = 9.0 if d > 9.0 else d
     d = -9.0 if d < -9.0 else d
     s = d * d
     p = ((((_P5 * s + _P4) * s + _P3) * s + _P2) * s + _P1) * s + _P0
     q = ((((_Q5 * s + _Q4) * s + _Q3) * s + _Q2) * s + _Q1) * s + 1.0
-    return _F32(d * p / q)
+    r = _F32(d * p / q)
+    r = _F32(1.0) if x > 9.0 else r
+    return _F32(-1.0) if x < -9.0 else r
 
 
 @numba.njit(inline="always", **_JIT)
@@ -128,24 +131,13 @@ def _clip_row(row, limit):  # noqa: ANN001, ANN201
 
 
 @numba.njit(**_JIT)
-def _lstm_plain(gates, xw, c_prev, c_out, h_out):  # noqa: ANN001, ANN201
-    # Sigmoid gates, tanh elsewhere, no extras: the common case, kept branch-free.
-    batch, H = c_prev.shape
-    half = _F32(0.5)
-    for b in range(batch):
-        for j in range(H):
-            i = tanh((gates[b, j] + xw[b, j]) * half) * half + half
-            f = tanh((gates[b, H + j] + xw[b, H + j]) * half) * half + half
-            o = tanh((gates[b, 2 * H + j] + xw[b, 2 * H + j]) * half) * half + half
-            g = tanh(gates[b, 3 * H + j] + xw[b, 3 * H + j])
-            c = f * c_prev[b, j] + i * g
-            c_out[b, j] = c
-            h_out[b, j] = o * tanh(c)
+def lstm_pointwise(gates, xw, c_prev, c_out, h_out, peephole, flags, consts):  # noqa
+    """LSTM after the recurrent matmul: ``gates (batch, 4H)`` holds ``h_prev @ W_hh`` in
+    the internal order i f o g, ``xw`` the input projection. Writes the new cell state to
+    ``c_out`` and ``o * h_act(c)`` (before any projection) to ``h_out``.
 
-
-@numba.njit(**_JIT)
-def _lstm_general(gates, xw, c_prev, c_out, h_out, peephole, flags, consts):  # noqa
-    # Row by row, one pass per operation as in the NumPy path (each pass vectorises).
+    Row by row, one pass per operation as in the NumPy path (each pass vectorises).
+    """
     batch, H = c_prev.shape
     ga, ac, oc = flags[F_GATE], flags[F_ACT], flags[F_OUT]
     peep, clip_on, cell_clip_on = flags[F_PEEP] != 0, flags[F_CLIP] != 0, flags[F_CELL_CLIP] != 0
@@ -194,20 +186,6 @@ def _lstm_general(gates, xw, c_prev, c_out, h_out, peephole, flags, consts):  # 
         _act(oc, oc_a, oc_b, h[:H])
         for j in range(H):
             h[j] = g[2 * H + j] * h[j]
-
-
-@numba.njit(**_JIT)
-def lstm_pointwise(gates, xw, c_prev, c_out, h_out, peephole, flags, consts):  # noqa
-    """LSTM after the recurrent matmul: ``gates (batch, 4H)`` holds ``h_prev @ W_hh`` in
-    the internal order i f o g, ``xw`` the input projection. Writes the new cell state to
-    ``c_out`` and ``o * h_act(c)`` (before any projection) to ``h_out``."""
-    plain = (flags[F_GATE] == 0 and flags[F_ACT] == 1 and flags[F_OUT] == 1
-             and flags[F_PEEP] == 0 and flags[F_CLIP] == 0 and flags[F_CELL_CLIP] == 0
-             and flags[F_INPUT_FORGET] == 0 and consts[C_FORGET] == 0)
-    if plain:
-        _lstm_plain(gates, xw, c_prev, c_out, h_out)
-    else:
-        _lstm_general(gates, xw, c_prev, c_out, h_out, peephole, flags, consts)
 
 
 @numba.njit(**_JIT)
@@ -269,26 +247,34 @@ def rnn_pointwise(gates, xw, h_out, flags, consts):  # noqa: ANN001, ANN201
     ac, clip_on = flags[F_ACT], flags[F_CLIP] != 0
     clip, ac_a, ac_b = consts[C_CLIP], consts[C_ACT_A], consts[C_ACT_B]
     for b in range(batch):
-        g, x = gates[b], xw[b]
+        g, x, h = gates[b], xw[b], h_out[b]
         for j in range(H):
-            g[j] += x[j]
+            h[j] = g[j] + x[j]
         if clip_on:
-            _clip_row(g[:H], clip)
-        _act(ac, ac_a, ac_b, g[:H])
+            _clip_row(h, clip)
+        _act(ac, ac_a, ac_b, h)
 
 
 @numba.njit(**_JIT)
 def small_matmul(a, w, out):  # noqa: ANN001, ANN201
-    """``out = a @ w`` for small operands, where a BLAS call costs more than the work."""
+    """``out = a @ w`` for small operands, where a BLAS call costs more than the work.
+
+    Rows accumulate in a local buffer, which cannot overlap ``w``, so the loop vectorises.
+    """
     batch, k_size = a.shape
     n = w.shape[1]
+    acc = np.empty(n, out.dtype)
     for b in range(batch):
         for j in range(n):
-            out[b, j] = 0
+            acc[j] = 0
         for k in range(k_size):
             a_bk = a[b, k]
+            w_k = w[k]
             for j in range(n):
-                out[b, j] += a_bk * w[k, j]
+                acc[j] += a_bk * w_k[j]
+        row = out[b]
+        for j in range(n):
+            row[j] = acc[j]
 
 
 @numba.njit(**_JIT)
@@ -312,3 +298,54 @@ def small_step(kind, xw_t, h, c, h_out, c_out, w_hh_t, w_hh_n_t, gates, tmp,  # 
     else:
         small_matmul(h, w_hh_t, gates)
         rnn_pointwise(gates, xw_t, h_out, flags, consts)
+
+
+# Parts of a streaming arena, in order; each is (offset, rows, cols) in the ints array.
+ARENA_PARTS = ("w_ih_t", "bias_x", "w_hh_t", "w_hh_n_t", "b_hn", "peephole", "consts",
+               "h", "c", "h_new", "c_new", "xw", "gates", "tmp")
+_HEADER = 3  # kind, reset_after, number of parts
+
+
+@numba.njit(inline="always", **_JIT)
+def _part(arena, ints, k):  # noqa: ANN001, ANN201
+    base = _HEADER + 3 * k
+    start, rows, cols = ints[base], ints[base + 1], ints[base + 2]
+    return arena[start : start + rows * cols].reshape((rows, cols))
+
+
+@numba.njit(**_JIT)
+def stream_step(x, arena, ints, flags):  # noqa: ANN001, ANN201
+    """One streaming step of a small cell: ``x (batch, input_size)``; every weight, state
+    and buffer lives in the one float32 ``arena`` laid out by ``ints`` (see
+    ``ARENA_PARTS``), so a call passes four arrays instead of fifteen. The new state is
+    copied into the ``h`` / ``c`` parts."""
+    kind, reset_after = ints[0], ints[1] != 0
+    w_ih, bias, w_hh, w_hn = (_part(arena, ints, 0), _part(arena, ints, 1)[0],
+                              _part(arena, ints, 2), _part(arena, ints, 3))
+    b_hn, peephole, consts = _part(arena, ints, 4)[0], _part(arena, ints, 5), \
+        _part(arena, ints, 6)[0]
+    h, c, h_new, c_new = (_part(arena, ints, 7), _part(arena, ints, 8),
+                          _part(arena, ints, 9), _part(arena, ints, 10))
+    xw, gates, tmp = _part(arena, ints, 11), _part(arena, ints, 12), _part(arena, ints, 13)
+    small_matmul(x, w_ih, xw)
+    for b in range(xw.shape[0]):
+        row = xw[b]
+        for j in range(row.shape[0]):
+            row[j] += bias[j]
+    small_step(kind, xw, h, c, h_new, c_new, w_hh, w_hn, gates, tmp, b_hn, peephole,
+               reset_after, flags, consts)
+    for b in range(h.shape[0]):
+        h_b, h_new_b = h[b], h_new[b]
+        for j in range(h_b.shape[0]):
+            h_b[j] = h_new_b[j]
+        if kind == 0:
+            c_b, c_new_b = c[b], c_new[b]
+            for j in range(c_b.shape[0]):
+                c_b[j] = c_new_b[j]
+
+
+@numba.njit(**_JIT)
+def tanh_array(x, out):  # noqa: ANN001, ANN201
+    """``out = tanh(x)`` over 1-D float32 arrays with :func:`tanh` (for checks)."""
+    for j in range(x.shape[0]):
+        out[j] = tanh(x[j])

@@ -96,15 +96,28 @@ def scan(
     keep = None if mask is None else ~np.asarray(mask, bool).T  # (seq_len, batch)
     zero_fill = masked_output == "zero"
 
+    # Work buffers for one block, allocated once (re-touching freed memory is slow).
+    block = min(TIME_BLOCK, seq_len)
+    x_block = np.empty((block, batch, x.shape[2]), dtype)
+    xw_block = np.empty((block, batch, spec.num_gates * H), dtype)
     starts = range(0, seq_len, TIME_BLOCK)
     for start in (reversed(starts) if reverse else starts):
         stop = min(start + TIME_BLOCK, seq_len)
-        xw = cell.project(np.ascontiguousarray(x[:, start:stop].transpose(1, 0, 2)))
+        x_t = x_block[: stop - start]
+        np.copyto(x_t, x[:, start:stop].transpose(1, 0, 2))
+        xw = cell.project(x_t, out=xw_block[: stop - start])
         steps = range(stop - start)
         for k in (reversed(steps) if reverse else steps):
             t = start + k
             cell.step(xw[k], h, c, h_new, c_new)
-            if keep is not None and keep[t].any():
+            if keep is None:  # the output is the state: no copy per step
+                h, h_new = h_new, h
+                if is_lstm:
+                    c, c_new = c_new, c
+                if y is not None:
+                    y[t] = h
+                continue
+            if keep[t].any():
                 held = keep[t][:, None]
                 np.copyto(h_new, h, where=held)
                 if is_lstm:
@@ -120,6 +133,8 @@ def scan(
             if y is not None:
                 y[t] = out
 
+    if keep is None and seq_len:
+        np.copyto(out, h)
     return ScanResult(
         y=None if y is None else y.transpose(1, 0, 2),
         h=h,

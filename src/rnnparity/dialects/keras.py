@@ -436,6 +436,7 @@ class _Wiring:
     initial_states: int = 0
     mask: str = "implicit"  # "implicit" (from inputs[0]), "input" (last input), "none"
     notes: list[str] = field(default_factory=list)
+    state_tensors: list[str] = field(default_factory=list)
 
 
 class KerasRecurrent(Layer):
@@ -514,7 +515,7 @@ class KerasRecurrent(Layer):
         if opts.time_major:
             x = np.swapaxes(x, 0, 1)
             mask = None if mask is None else np.swapaxes(mask, 0, 1)
-        initial = initial or ctx.states.get(self.name)
+        initial = _given_states(initial, self.name) or ctx.states.get(self.name)
         carried = ctx.extra.setdefault(_PREV_OUTPUT, {}) if ctx.streaming else {}
         y, last, states = self.run_direction(
             x, mask, initial, self.masked_output, carried.get(self.name),
@@ -550,6 +551,15 @@ class KerasRecurrent(Layer):
 
 
 _PREV_OUTPUT = "keras_previous_output"
+
+
+def _given_states(states: list[np.ndarray | None], layer: str) -> list[np.ndarray]:
+    """The initial states fed to a call: all of them, or none (optional model inputs)."""
+    present = [s for s in states if s is not None]
+    if present and len(present) != len(states):
+        raise InputError(f"Keras layer {layer!r}: give all of its initial states or none; "
+                         f"got {len(present)} of {len(states)}")
+    return present
 
 
 def _split_inputs(wiring: _Wiring, inputs: list[np.ndarray], masks: list[np.ndarray | None]
@@ -614,7 +624,7 @@ class KerasBidirectional(Layer):
         if opts.time_major:
             x = np.swapaxes(x, 0, 1)
             mask = None if mask is None else np.swapaxes(mask, 0, 1)
-        initial = initial or ctx.states.get(self.name)
+        initial = _given_states(initial, self.name) or ctx.states.get(self.name)
         n = self.forward.num_states
         if initial and len(initial) != 2 * n:
             raise InputError(f"Keras Bidirectional {self.name!r} takes {2 * n} initial "
@@ -722,7 +732,8 @@ def make_recurrent(class_name: str, config: dict[str, Any], arrays: list[np.ndar
     if len(arrays) != (3 if use_bias else 2):
         raise ShapeError(f"Keras {class_name} {name!r}: expected "
                          f"{3 if use_bias else 2} weight arrays (kernel, recurrent_kernel"
-                         f"{', bias' if use_bias else ''}); found {len(arrays)}")
+                         f"{', bias' if use_bias else ''}); found {len(arrays)}"
+                         + (" (is the layer built?)" if not arrays else ""))
     named = dict(zip(("kernel", "recurrent_kernel", "bias"), arrays))
     options: dict[str, Any] = dict(
         units=over.get("units", config.get("units")), name=name,
@@ -869,8 +880,16 @@ def build_model(model_config: dict[str, Any], weights: WeightSource, *,
         if hasattr(target, "wiring"):
             _apply_wiring(target, wire)
         nodes.append(Node(target, node_inputs, node_outputs))
-    return Model(_topological(nodes, inputs), inputs, outputs, source=source, meta=meta,
-                 dtype=dtype)
+    # Graph inputs used only as initial states may be left out (zeros) and are fed to the
+    # first chunk only when streaming.
+    states = [n for n in inputs if all(n in w.state_tensors for _, i, _, w in wiring
+                                       if n in i)]
+    sequences = [n for n in inputs if n not in states]
+    time_major = any(getattr(getattr(layer, "options", None), "time_major", False)
+                     for layer in layers.values())
+    return Model(_topological(nodes, inputs), sequences, outputs, source=source, meta=meta,
+                 dtype=dtype, optional_inputs=states,
+                 time_axes={n: 0 for n in sequences + outputs} if time_major else None)
 
 
 def _apply_wiring(layer: Any, wire: _Wiring) -> None:
@@ -891,8 +910,10 @@ def single_layer_model(layer: Layer, source: str, meta: dict[str, Any],
         layer.wiring = _Wiring()
     count = _output_count(layer)
     outputs = [tensor_name(layer.name, 0, k) for k in range(count)]
+    time_major = getattr(getattr(layer, "options", None), "time_major", False)
     return Model([Node(layer, ["input"], outputs)], ["input"], outputs, source=source,
-                 meta=meta, dtype=dtype)
+                 meta=meta, dtype=dtype,
+                 time_axes={"input": 0, outputs[0]: 0} if time_major else None)
 
 
 def _output_count(layer: Layer) -> int:
@@ -943,7 +964,7 @@ def _functional_graph(config: dict[str, Any], keras_version: str
             entry["config"] = dict(entry["config"], value=constants[0] if constants else 0)
         for index, node in enumerate(nodes):
             refs, states, mask_ref = _parse_node(node, entry["name"])
-            wire = _Wiring(initial_states=len(states))
+            wire = _Wiring(initial_states=len(states), state_tensors=list(states))
             inputs = refs + states
             if mask_ref is not None:
                 wire.mask = "input"
