@@ -385,3 +385,19 @@ def test_cli_text_and_exit_zero(tmp_path, rng, capsys):
     out = capsys.readouterr().out
     assert code == 0
     assert "best fit" in out and "CuDNNLSTM" in out
+
+
+def test_gru_bias_row_added_on_the_input_side(rng):
+    """Trap 6 from the replica's side: row 1 (recurrent bias) added to the input bias."""
+    n, u = 3, 2
+    kernel, recurrent = _rand(rng, n, 3 * u), _rand(rng, u, 3 * u)
+    bias = _rand(rng, 2, 3 * u, scale=0.8)
+    x = _rand(rng, B, T, n, scale=1.0)
+    layer = tf_keras.layers.GRU(u, return_sequences=True, reset_after=True)
+    # The replica's math, run by Keras itself: both rows on the input side.
+    merged = np.stack([bias[0] + bias[1], np.zeros(3 * u, np.float32)])
+    y_replica = _keras2_layer(layer, x, [kernel, recurrent, merged])
+    result = diagnose([kernel, recurrent, bias], x, y_replica, framework="keras")
+    assert result.best.error < 1e-5
+    assert result.best.value("bias") == "halves_summed"
+    assert result.labelled is not None and result.labelled.error > 1e-3

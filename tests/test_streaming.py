@@ -287,6 +287,30 @@ def test_torch_module_in_pieces_equals_torch_on_every_prefix(torch, key, pieces,
 
 
 @pytest.mark.torch
+def test_torch_states_given_with_a_chunk_replace_the_carried_ones(torch):
+    module = _torch_module(torch, "LSTM", num_layers=2, batch_first=True)
+    model = rnnparity.from_torch(module)
+    rng = np.random.default_rng(6)
+    x = rng.normal(size=(2, SEQ_LEN, 4)).astype(np.float32)
+    h0, c0 = (rng.normal(size=(2, 2, 6)).astype(np.float32) for _ in range(2))
+
+    def torch_run(x_part):
+        with torch.no_grad():
+            y, (h, c) = module(torch.from_numpy(x_part),
+                               (torch.from_numpy(h0), torch.from_numpy(c0)))
+        return y.numpy(), h.numpy(), c.numpy()
+
+    stream = model.stream(batch_size=2)
+    first = stream.chunk(input=x[:, :3], h0=h0, c0=c0)
+    rest = stream.chunk(x[:, 3:])
+    y, h, c = torch_run(x)
+    assert_close(np.concatenate([first["output"], rest["output"]], axis=1), y, what="y")
+    assert_close(rest["c_n"], c, what="c_n after the stream")
+    again = stream.chunk(input=x[:, 3:], h0=h0, c0=c0)  # mid-stream: a fresh start
+    assert_close(again["output"], torch_run(x[:, 3:])[0], what="given states win")
+
+
+@pytest.mark.torch
 @pytest.mark.parametrize("kind", ["LSTMCell", "GRUCell", "RNNCell"])
 def test_torch_cell_stream_equals_the_cell_loop(torch, kind):
     module = _torch_module(torch, kind)
@@ -336,8 +360,10 @@ def ort():
     return require("onnxruntime", "onnxruntime is the oracle for ONNX streaming")
 
 
-def _onnx_file(path, op, direction="forward", layout=0, seed=0, hidden=5, inputs=4):
-    """A one-node ONNX model with random W, R, B; graph inputs X (and nothing else)."""
+def _onnx_file(path, op, direction="forward", layout=0, seed=0, hidden=5, inputs=4,
+               states=False):
+    """A one-node ONNX model with random W, R, B; graph inputs X (and, with ``states``,
+    initial_h / initial_c)."""
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
@@ -351,10 +377,14 @@ def _onnx_file(path, op, direction="forward", layout=0, seed=0, hidden=5, inputs
     if op == "GRU":
         attributes["linear_before_reset"] = 1
     outputs = ["Y", "Y_h"] + (["Y_c"] if op == "LSTM" else [])
-    node = helper.make_node(op, ["X", "W", "R", "B"], outputs, name="rnn", **attributes)
+    state_names = (["initial_h"] + (["initial_c"] if op == "LSTM" else [])) if states else []
+    node = helper.make_node(op, ["X", "W", "R", "B", ""] + state_names, outputs, name="rnn",
+                            **attributes)
     x_shape = ["batch", "steps", inputs] if layout else ["steps", "batch", inputs]
+    s_shape = ["batch", D, hidden] if layout else [D, "batch", hidden]
     graph = helper.make_graph(
-        [node], "g", [helper.make_tensor_value_info("X", TensorProto.FLOAT, x_shape)],
+        [node], "g", [helper.make_tensor_value_info("X", TensorProto.FLOAT, x_shape)]
+        + [helper.make_tensor_value_info(n, TensorProto.FLOAT, s_shape) for n in state_names],
         [helper.make_tensor_value_info(o, TensorProto.FLOAT, None) for o in outputs],
         [numpy_helper.from_array(v.astype(np.float32), k) for k, v in weights.items()])
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 14)])
@@ -382,16 +412,49 @@ def test_onnx_forward_node_in_pieces_equals_onnxruntime(ort, tmp_path_factory, o
         expected = _ort_run(ort, path, feed_x)
     stream = model.stream(batch_size=3)
     parts: dict[str, list] = {}
-    for start, stop in pieces:
-        piece = feed_x[:, start:stop] if layout else feed_x[start:stop]
-        for name, value in as_dict(model, stream.chunk(piece)).items():
-            parts.setdefault(name, []).append(value)
     time_axis = 1 if layout else 0
+    assert model.time_axis("X") == model.time_axis("Y") == time_axis
+    for start, stop in pieces:
+        if stop - start == 1:  # one step: (batch, input_size) in, Y without its time axis
+            out = as_dict(model, stream.step(np.take(feed_x, start, axis=time_axis)))
+            out["Y"] = np.expand_dims(out["Y"], time_axis)
+        else:
+            out = as_dict(model, stream.chunk(feed_x[:, start:stop] if layout
+                                              else feed_x[start:stop]))
+        for name, value in out.items():
+            parts.setdefault(name, []).append(value)
     assert_close(np.concatenate(parts["Y"], axis=time_axis), expected["Y"], what=f"{op} Y")
     for name in outputs_of(op)[1:]:
         assert_close(parts[name][-1], expected[name], what=f"{op} {name}")
     for got, name in zip(stream.states["rnn"], outputs_of(op)[1:]):
         assert_close(got, expected[name], what=f"{op} stream.states vs {name}")
+
+
+@pytest.mark.onnx
+def test_onnx_initial_states_as_inputs_are_read_once(ort, tmp_path):
+    """Node model (``layer=``): optional initial_h / initial_c given with the first chunk.
+    Whole model: initial_h / initial_c are required graph inputs, fed with every chunk and
+    read only while the stream carries no state (onnxruntime's silero-style loop feeds the
+    carried states back, which gives the same result)."""
+    path = _onnx_file(tmp_path / "lstm.onnx", "LSTM", states=True)
+    rng = np.random.default_rng(8)
+    x = rng.normal(size=(SEQ_LEN, 2, 4)).astype(np.float32)
+    h0, c0 = (rng.normal(size=(1, 2, 5)).astype(np.float32) for _ in range(2))
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    expected = session.run(None, {"X": x, "initial_h": h0, "initial_c": c0})
+
+    node = rnnparity.load(path, layer="rnn")
+    got = node.stream(batch_size=2).feed(X=x, initial_h=h0, initial_c=c0, chunk_size=4)
+    for value, name in zip(expected, node.outputs):
+        assert_close(got[name], value, what=f"node model {name}")
+
+    whole = rnnparity.load(path)
+    assert whole.state_inputs == ["initial_h", "initial_c"]
+    stream = whole.stream(batch_size=2)
+    parts = [stream.chunk(X=x[a:b], initial_h=h0, initial_c=c0)
+             for a, b in ((0, 1), (1, 5), (5, SEQ_LEN))]
+    assert_close(np.concatenate([p["Y"] for p in parts]), expected[0], what="whole model Y")
+    assert_close(parts[-1]["Y_c"], expected[2], what="whole model Y_c")
 
 
 def outputs_of(op: str) -> list[str]:

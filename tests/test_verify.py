@@ -185,3 +185,55 @@ def test_long_runs_in_batch_chunks_give_the_same_report(torch_file, monkeypatch)
         np.testing.assert_allclose(chunked.theirs[name], whole.theirs[name], rtol=0,
                                    atol=1e-6)
     assert chunked.ours["h_n"].shape == h_n.shape
+
+
+@pytest.mark.torch
+def test_missing_framework_asks_for_expected(torch_file, monkeypatch, capsys):
+    import rnnparity.verify as verify_module
+    from rnnparity.errors import MissingFrameworkError
+
+    real = verify_module.import_optional
+
+    def without_torch(name):
+        if name == "torch":
+            raise MissingFrameworkError("torch is needed but is not installed")
+        return real(name)
+
+    monkeypatch.setattr(verify_module, "import_optional", without_torch)
+    path, x_path, _, _ = torch_file
+    code, body = _run_json(capsys, ["verify", str(path), "--input", str(x_path)])
+    assert code == 4
+    assert body["error"]["type"] == "MissingFrameworkError"
+    assert "--expected" in body["error"]["message"]
+
+
+@pytest.mark.keras
+def test_keras3_file(tmp_path, capsys):
+    require("tensorflow", "TensorFlow is Keras 3's backend here")
+    keras = require("keras", "Keras 3 loads .keras files")
+    rng = np.random.default_rng(4)
+    model = keras.Sequential([keras.Input((SEQ_LEN, INPUT_SIZE)),
+                              keras.layers.GRU(UNITS, return_sequences=True)])
+    model.set_weights([rng.uniform(-0.5, 0.5, w.shape).astype(np.float32)
+                       for w in model.get_weights()])
+    path = tmp_path / "gru.keras"
+    model.save(str(path))
+    np.save(tmp_path / "x.npy", rng.normal(size=(BATCH, SEQ_LEN, INPUT_SIZE)).astype(np.float32))
+    code, body = _run_json(capsys, ["verify", str(path), "--input", str(tmp_path / "x.npy")])
+    assert code == 0
+    assert body["result"]["reference"].startswith("keras 3")
+    assert body["result"]["outputs"][0]["shape"] == [BATCH, SEQ_LEN, UNITS]
+
+
+@pytest.mark.torch
+def test_root_state_dict_in_a_pt_file(tmp_path, capsys):
+    torch = require("torch", "PyTorch is the oracle for state_dicts")
+    torch.manual_seed(9)
+    module = torch.nn.LSTM(INPUT_SIZE, UNITS, batch_first=True)
+    torch.save(module.state_dict(), str(tmp_path / "lstm.pt"))
+    np.save(tmp_path / "x.npy", np.random.default_rng(1).normal(
+        size=(BATCH, SEQ_LEN, INPUT_SIZE)).astype(np.float32))
+    code, body = _run_json(capsys, ["verify", str(tmp_path / "lstm.pt"), "--input",
+                                    str(tmp_path / "x.npy")])
+    assert code == 0
+    assert [o["name"] for o in body["result"]["outputs"]] == ["output", "h_n", "c_n"]

@@ -43,6 +43,10 @@ __all__ = ["Workload", "WORKLOADS", "TARGETS", "run_suite", "machine", "to_markd
 logger = logging.getLogger(__name__)
 
 ATOL = 1e-5
+# Pause before each timed run so that the thread pools of the run before (OpenBLAS,
+# OpenMP, onnxruntime, Eigen) stop spinning and do not steal the cores.
+GAP_SECONDS = 0.02
+THREADS = 0  # set by run_suite
 
 
 @dataclass(frozen=True)
@@ -191,6 +195,8 @@ def _torch(case: Case) -> tuple[Callable[[], Any], Callable[[], Any]]:
     import torch
 
     torch.set_grad_enabled(False)
+    if THREADS:
+        torch.set_num_threads(THREADS)
     work, w = case.work, case.weights
     names = dict(weight_ih_l0=w.w_ih, weight_hh_l0=w.w_hh, bias_ih_l0=w.b_ih,
                  bias_hh_l0=w.b_hh)
@@ -297,6 +303,9 @@ def _ort(case: Case) -> tuple[Callable[[], Any], Callable[[], Any]]:
     result: dict[str, Any] = {}
     options = ort.SessionOptions()
     options.log_severity_level = 3
+    if THREADS:
+        options.intra_op_num_threads = THREADS
+        options.inter_op_num_threads = 1
     model = _onnx_model(case, 1 if work.stream else None)
     session = ort.InferenceSession(model.SerializeToString(), options,
                                    providers=["CPUExecutionProvider"])
@@ -336,6 +345,8 @@ def _onnx_reference(case: Case) -> tuple[Callable[[], Any], Callable[[], Any]]:
 
     if case.work.stream:
         raise _Skip("onnx.reference is not timed one step per call")
+    if case.lengths is not None:
+        raise _Skip("onnx.reference's LSTM ignores sequence_lens")
     evaluator = ReferenceEvaluator(_onnx_model(case, None))
     feeds = _onnx_feeds(case)
     result: dict[str, Any] = {}
@@ -350,6 +361,13 @@ def _tensorflow(case: Case) -> tuple[Callable[[], Any], Callable[[], Any]]:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     import tensorflow as tf
     import keras
+
+    if THREADS:
+        try:  # only possible before TensorFlow starts its thread pools
+            tf.config.threading.set_intra_op_parallelism_threads(THREADS)
+            tf.config.threading.set_inter_op_parallelism_threads(1)
+        except RuntimeError:
+            pass
 
     work, w = case.work, case.weights
     result: dict[str, Any] = {}
@@ -466,7 +484,7 @@ def _compare(name: str, got: tuple[Any, np.ndarray], want: tuple[Any, np.ndarray
 
 
 def run_suite(quick: bool = False, repeats: int = 0, only: list[str] | None = None,
-              implementations: list[str] | None = None,
+              implementations: list[str] | None = None, threads: int = 0,
               progress: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Run the workloads; return a JSON-ready dict (see ``rnnparity bench --json``).
 
@@ -475,9 +493,15 @@ def run_suite(quick: bool = False, repeats: int = 0, only: list[str] | None = No
         repeats: timed repeats per implementation (median reported); 0 = 5 quick, 7 full.
         only: workload keys to run (default all).
         implementations: names from ``IMPLEMENTATIONS`` (default all).
+        threads: if > 0, the thread count of every implementation (NumPy's BLAS, torch,
+            onnxruntime, TensorFlow); 0 leaves each library's default.
         progress: called with one line per finished workload.
     """
     repeats = repeats or (5 if quick else 7)
+    global THREADS
+    THREADS = threads
+    if threads:
+        _set_blas_threads(threads)
     names = implementations or list(IMPLEMENTATIONS)
     skipped = {n: f"{IMPLEMENTATIONS[n][0]} is not installed" for n in names
                if not _importable(IMPLEMENTATIONS[n][0])}
@@ -491,7 +515,7 @@ def run_suite(quick: bool = False, repeats: int = 0, only: list[str] | None = No
                                      [n for n in names if n not in skipped]))
         if progress:
             progress(_progress_line(results[-1]))
-    return {"machine": machine(), "quick": quick, "repeats": repeats,
+    return {"machine": machine(), "quick": quick, "repeats": repeats, "threads": threads,
             "skipped": skipped, "workloads": results, "targets": _targets(results)}
 
 
@@ -531,6 +555,7 @@ def _run_workload(work: Workload, quick: bool, repeats: int,
     times["gemm"] = []
     for _ in range(repeats):
         for name, fn in [*((n, r[0]) for n, r in runners.items()), ("gemm", gemm)]:
+            time.sleep(GAP_SECONDS)
             start = time.perf_counter()
             fn()
             times[name].append(time.perf_counter() - start)
@@ -617,6 +642,40 @@ def _cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
+def _openblas() -> Any:
+    import ctypes
+    import glob
+
+    libs = glob.glob(os.path.join(os.path.dirname(np.__file__), os.pardir, "numpy.libs",
+                                  "*openblas*"))
+    return ctypes.CDLL(libs[0]) if libs else None
+
+
+def _openblas_function(lib: Any, name: str) -> Any:
+    for prefix, suffix in (("scipy_", "64_"), ("", ""), ("", "64_")):
+        function = getattr(lib, f"{prefix}{name}{suffix}", None)
+        if function is not None:
+            return function
+    return None
+
+
+def _set_blas_threads(threads: int) -> None:
+    """Set NumPy's BLAS threads (threadpoolctl if installed, else OpenBLAS directly)."""
+    try:
+        from threadpoolctl import threadpool_limits
+
+        threadpool_limits(threads)
+        return
+    except ImportError:
+        pass
+    lib = _openblas()
+    setter = None if lib is None else _openblas_function(lib, "openblas_set_num_threads")
+    if setter is None:
+        logger.warning("could not set NumPy's BLAS threads; set OPENBLAS_NUM_THREADS")
+    else:
+        setter(threads)
+
+
 def _blas() -> dict[str, Any]:
     """BLAS library, kernel and threads (threadpoolctl if installed, else OpenBLAS)."""
     try:
@@ -628,21 +687,15 @@ def _blas() -> dict[str, Any]:
     except ImportError:
         pass
     import ctypes
-    import glob
 
+    lib = _openblas()
+    corename = None if lib is None else _openblas_function(lib, "openblas_get_corename")
+    threads = None if lib is None else _openblas_function(lib, "openblas_get_num_threads")
     found: dict[str, Any] = {}
-    libs = glob.glob(os.path.join(os.path.dirname(np.__file__), os.pardir, "numpy.libs",
-                                  "*openblas*"))
-    for path in libs[:1]:
-        lib = ctypes.CDLL(path)
-        for prefix, suffix in (("scipy_", "64_"), ("", ""), ("", "64_")):
-            corename = getattr(lib, f"{prefix}openblas_get_corename{suffix}", None)
-            threads = getattr(lib, f"{prefix}openblas_get_num_threads{suffix}", None)
-            if corename is not None:
-                corename.restype = ctypes.c_char_p
-                found = {"library": "openblas", "kernel": corename().decode(),
-                         "num_threads": threads() if threads is not None else None}
-                break
+    if corename is not None:
+        corename.restype = ctypes.c_char_p
+        found = {"library": "openblas", "kernel": corename().decode(),
+                 "num_threads": threads() if threads is not None else None}
     return found
 
 
@@ -686,8 +739,11 @@ def to_markdown(report: dict[str, Any]) -> str:
               f"NumPy {m['numpy']} ({_blas_text(m['blas'])}); "
               + ", ".join(f"{p} {m[p]}" for p in ("numba", "torch", "onnxruntime",
                                                   "tensorflow", "onnx") if p in m)
-              + f". float32 GEMM {report['workloads'][0]['gemm_gflops']:.0f} GFLOP/s"
-              if report["workloads"] else ""]
+              + (f". float32 GEMM {report['workloads'][0]['gemm_gflops']:.0f} GFLOP/s"
+                 if report["workloads"] else ""),
+              f"Threads: {report['threads'] or 'each library default'}; medians of "
+              f"{report['repeats']} repeats{' (--quick: fewer steps)' if report['quick'] else ''}"
+              f"; environment: {m['threads_env'] or 'no thread variables set'}."]
     if report["skipped"]:
         lines.append("Skipped: " + "; ".join(f"{k} ({v})" for k, v in
                                              report["skipped"].items()))

@@ -347,6 +347,8 @@ def _write_keras(blocks: list[Block], output: Path, target: str) -> list[str]:
 
     module_name = "keras" if target == "keras" else "tf_keras"
     version = "3" if target == "keras" else "2"
+    if target == "keras" and output.name.lower().endswith(".weights.h5"):
+        return _write_keras3_weights(blocks, output)
     try:
         keras = import_optional(module_name)
     except MissingFrameworkError as err:
@@ -370,6 +372,57 @@ def _write_keras(blocks: list[Block], output: Path, target: str) -> list[str]:
     if target == "cudnn":
         notes.append("CuDNNLSTM / CuDNNGRU run on GPU only; tf_keras loads this file's "
                      "weights into LSTM / GRU models (load_weights converts them)")
+    return notes
+
+
+def _write_keras3_weights(blocks: list[Block], output: Path) -> list[str]:
+    """Keras 3 ``.weights.h5`` written with h5py alone (no Keras needed).
+
+    Keras 3 keys a Sequential's layers by their class names in snake case, numbered from
+    the second of a class on (``lstm``, ``lstm_1``), each cell's arrays under
+    ``cell/vars/0..2`` and a Bidirectional's halves under ``forward_layer`` /
+    ``backward_layer``.
+    """
+    from .dialects import keras as dialect
+
+    h5py = import_optional("h5py")
+    seen: dict[str, int] = {}
+    notes = ["weights only: build the same Sequential (in order: "]
+    described = []
+    with h5py.File(output, "w") as f:
+        f.create_group("vars").attrs["name"] = "sequential"
+        layers = f.create_group("layers")
+        for block in blocks:
+            for index, layer in enumerate(block.layers):
+                if len(layer) == 1 and layer[0].reverse and not block.go_backwards:
+                    raise UnsupportedFeatureError(
+                        f"layer {block.name!r}: a lone reverse direction with aligned "
+                        "outputs has no Keras form (go_backwards returns processing order)")
+                kind = _KERAS_CLASS[block.kind]
+                snake = "simple_rnn" if kind == "SimpleRNN" else kind.lower()
+                cls = "bidirectional" if len(layer) == 2 else snake
+                key = cls if cls not in seen else f"{cls}_{seen[cls]}"
+                seen[cls] = seen.get(cls, 0) + 1
+                group = layers.create_group(key)
+                group.create_group("vars")
+                halves = ("forward_layer", "backward_layer") if len(layer) == 2 else ("",)
+                for half, direction in zip(halves, layer):
+                    arrays = dialect.from_canonical(direction.spec, direction.weights, kind,
+                                                    "3")
+                    target = group.require_group(half) if half else group
+                    if half:
+                        target.create_group("vars")
+                    cell = target.create_group("cell").create_group("vars")
+                    cell.attrs["name"] = f"{snake}_cell"
+                    for k, name in enumerate(("kernel", "recurrent_kernel", "bias")):
+                        if name in arrays:
+                            cell.create_dataset(str(k), data=np.asarray(arrays[name],
+                                                                        np.float32))
+                config = dialect.keras_config(layer[0].spec, kind, "3")
+                described.append(f"{'Bidirectional(' if len(layer) == 2 else ''}{kind}("
+                                 f"{', '.join(f'{k}={v!r}' for k, v in config.items())})"
+                                 f"{')' if len(layer) == 2 else ''}")
+    notes[0] += "; ".join(described) + ") and call load_weights"
     return notes
 
 

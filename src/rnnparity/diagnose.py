@@ -23,6 +23,7 @@ from __future__ import annotations
 import hashlib
 import itertools
 import logging
+import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -48,7 +49,9 @@ KEEP_CLOSEST = 12
 # Units per batched engine call (M candidates * hidden_size).
 _BATCH_UNITS = 64
 # Units per call on the first step, whose recurrent matrix is left zero (cheaper to build).
-_PROBE_UNITS = 64
+_PROBE_UNITS = 128
+# Partial choices expanded and scored at a time past step 0.
+_COMBOS_PER_CHUNK = 512
 
 LABELS = ("keras", "keras1", "cudnn", "torch", "onnx", "tf1")
 
@@ -351,6 +354,11 @@ class Diagnosis:
             allowed = self.reference.attrs.get(attr)
             if allowed is None or choice.value in allowed:
                 continue
+            if attr == "arrays":
+                lines.append(f"arrays: {choice.words} - not the order {self.label} lists "
+                             "them (input weights, recurrent weights, biases); h5py lists "
+                             "a group's datasets alphabetically: use its weight_names order")
+                continue
             expected = ", ".join(_WORDS.get((attr, v), v) if attr != "order"
                                  else _order_words(self.kind, v) for v in sorted(allowed))
             lines.append(f"{_ATTR_TITLES[attr]}: {choice.words} - {self.label} uses "
@@ -364,8 +372,8 @@ class Diagnosis:
                 f"units={self.hidden_size}; weights labelled {self.label}"
                 f"{' (guessed from the arrays)' if self.label_guessed else ''}: "
                 f"{self.label_words}")
-        total = sum(self.searched.values())
-        lines = [head, f"searched {total} candidate conventions in {self.seconds:.2f} s "
+        total = sum(v for k, v in self.searched.items() if "skipped" not in k)
+        lines = [head, f"evaluated {total} candidate conventions in {self.seconds:.2f} s "
                  f"({', '.join(f'{k}: {v}' for k, v in self.searched.items())})"]
         if best is None:
             return lines + ["no reading of the arrays could be evaluated"]
@@ -790,7 +798,7 @@ def _groups(cands: Iterable[Candidate]) -> dict[tuple, list[Candidate]]:
 
 
 def _chunks(items: list[Candidate], u: int) -> Iterable[list[Candidate]]:
-    size = max(4, _BATCH_UNITS // u)
+    size = max(1, _BATCH_UNITS // u)
     for start in range(0, len(items), size):
         yield items[start:start + size]
 
@@ -846,12 +854,17 @@ class _Partial:
     src: _Source
     choices: dict[str, Choice]
     spec: CellSpec
-    w_ih: np.ndarray           # canonical gate order, update flip applied
-    b_ih: np.ndarray
+    w_in: np.ndarray           # stored gate order, shared by many partials
+    b_ih: np.ndarray           # canonical gate order, update flip applied
     b_hh: np.ndarray
     order: str
     flipped: bool
     error0: dict[tuple[str, str], float] = field(default_factory=dict)
+
+    def w_ih(self) -> np.ndarray:
+        """Input weights in canonical order; built on demand to bound memory."""
+        w = _reorder(self.w_in, self.order, GATES[self.src.kind])
+        return _flip_update(self.spec.hidden_size, w)[0] if self.flipped else w
 
 
 def _flip_update(u: int, *arrays: np.ndarray) -> list[np.ndarray]:
@@ -884,12 +897,11 @@ def _partials(src: _Source, n: int, u: int) -> list[_Partial]:
     out = []
     for (c_in, w_in), (c_bias, b_ih, b_hh), order in itertools.product(
             _input_options(src, n, u, G), _bias_options(src, G, u), _orders(kind)):
-        w = _reorder(w_in, order.value, canonical)
         bi = zeros if b_ih is None else _reorder(b_ih, order.value, canonical)
         bh = zeros if b_hh is None else _reorder(b_hh, order.value, canonical)
         for update in updates:
             flipped = update == "flipped"
-            arrays = _flip_update(u, w, bi, bh) if flipped else (w, bi, bh)
+            biases = _flip_update(u, bi, bh) if flipped else (bi, bh)
             for (ga, act, reset), spec in specs.items():
                 choices = {"arrays": src.choice, "input": c_in, "order": order,
                            "bias": c_bias}
@@ -900,7 +912,7 @@ def _partials(src: _Source, n: int, u: int) -> list[_Partial]:
                 if kind == "gru":
                     choices["reset"] = _choice("reset", reset)
                     choices["update"] = _choice("update", update, 0 if not flipped else 1)
-                out.append(_Partial(src, choices, spec, *arrays, order.value, flipped))
+                out.append(_Partial(src, choices, spec, w_in, *biases, order.value, flipped))
     return out
 
 
@@ -926,7 +938,7 @@ class _RecurrentCache:
         return out
 
 
-_FORGET_BIAS_SLICE = GATES["lstm"].index("f")
+_FORGET_GATE = GATES["lstm"].index("f")
 
 
 def _complete(part: _Partial, layout: str, direction: str, outputs: list[str | None],
@@ -935,6 +947,7 @@ def _complete(part: _Partial, layout: str, direction: str, outputs: list[str | N
     kind, u = part.src.kind, part.spec.hidden_size
     forget = ["0", "1"] if kind == "lstm" else [None]
     b_ih_fb = None
+    w_ih = part.w_ih()
     out = []
     for (c_rec, w_hh), fb, output in itertools.product(cache.options(part), forget, outputs):
         choices = dict(part.choices)
@@ -945,7 +958,7 @@ def _complete(part: _Partial, layout: str, direction: str, outputs: list[str | N
             if fb == "1":
                 if b_ih_fb is None:
                     b_ih_fb = part.b_ih.copy()
-                    f = _FORGET_BIAS_SLICE
+                    f = _FORGET_GATE
                     b_ih_fb[f * u:(f + 1) * u] += 1.0
                 b_ih = b_ih_fb
         choices["direction"] = _choice("direction", direction, 0 if direction == "forward"
@@ -955,7 +968,7 @@ def _complete(part: _Partial, layout: str, direction: str, outputs: list[str | N
             choices["output"] = _choice("output", output, 0 if output == "h" else 1)
         ordered = {a: choices[a] for a in _ATTR_TITLES if a in choices}
         out.append(Candidate(kind, ordered, part.spec,
-                             CellWeights(part.w_ih, w_hh, b_ih, part.b_hh)))
+                             CellWeights(w_ih, w_hh, b_ih, part.b_hh)))
         if first_only:
             break
     return out
@@ -964,11 +977,9 @@ def _complete(part: _Partial, layout: str, direction: str, outputs: list[str | N
 def _score_first_step(parts: list[_Partial], problem: _Problem, cache: _RecurrentCache
                       ) -> None:
     """Error at the first processed step for every layout and direction, per partial."""
-    probes = [_complete(p, "batch_major", "forward", [None], cache, first_only=True)[0]
-              for p in parts]
     groups: dict[CellSpec, list[int]] = {}
-    for k, probe in enumerate(probes):
-        groups.setdefault(probe.spec, []).append(k)
+    for k, part in enumerate(parts):
+        groups.setdefault(part.spec, []).append(k)
     # Every first step (x[:, 0] forward, x[:, -1] backwards, per layout) as one batch.
     pieces, where, start = [], {}, 0
     for layout, x in problem.x.items():
@@ -977,11 +988,14 @@ def _score_first_step(parts: list[_Partial], problem: _Problem, cache: _Recurren
             where[layout, end] = slice(start, start + x.shape[0])
             start += x.shape[0]
     steps = np.concatenate(pieces, axis=0)
-    size = max(4, _PROBE_UNITS // problem.u)
+    size = max(1, _PROBE_UNITS // problem.u)
     for members in groups.values():
         for begin in range(0, len(members), size):
             chunk = members[begin:begin + size]
-            out, _, _ = _run([probes[k] for k in chunk], steps, False, recurrent=False)
+            # Probes are built per chunk so that memory stays bounded for large layers.
+            probes = [_complete(parts[k], "batch_major", "forward", [None], cache,
+                                first_only=True)[0] for k in chunk]
+            out, _, _ = _run(probes, steps, False, recurrent=False)
             for layout, y in problem.y.items():
                 first = out[:, where[layout, "first"], 0]
                 last = out[:, where[layout, "last"], 0]
@@ -1001,6 +1015,7 @@ def diagnose(
     y: np.ndarray,
     framework: str | None = None,
     atol: float = DEFAULT_ATOL,
+    max_seconds: float = 60.0,
 ) -> Diagnosis:
     """Find the conventions under which ``weights`` turn ``x`` into ``y``.
 
@@ -1014,6 +1029,8 @@ def diagnose(
         framework: what the weights are labelled as: ``keras``, ``keras1``, ``cudnn``,
             ``torch``, ``onnx`` or ``tf1``; guessed from names and shapes when None.
         atol: max abs error under which a candidate counts as reproducing ``y``.
+        max_seconds: stop expanding readings after this long (only reached with final
+            outputs alone, which allow no pruning by steps, on large layers).
 
     Returns:
         A :class:`Diagnosis`; ``.explain()`` gives the report as lines.
@@ -1055,7 +1072,7 @@ def diagnose(
     results: list[Candidate] = []
     for kind in kinds:
         results += _search(kind, [s for s in sources if s.kind == kind], problem, atol,
-                           searched, references[kind])
+                           searched, references[kind], max_seconds)
     kind = min(results, key=lambda c: c.error).kind if results else kinds[0]
     reference = references[kind]
     ranked = _rank([c for c in results if c.kind == kind], reference, atol)
@@ -1084,7 +1101,11 @@ def _pairs(weights: Any) -> list[tuple[str, np.ndarray]]:
 def _no_source_message(names, arrays, n, u) -> str:
     shapes = ", ".join(f"{name} {tuple(a.shape)}" for name, a in zip(names, arrays))
     hint = ""
-    if u % 2 == 0 and any(a.ndim == 2 and u // 2 in a.shape for a in arrays):
+    if any(re.search(r"_l[1-9]\d*|_reverse", name) for name in names):
+        hint = ("; diagnose examines one direction of one layer: pass only its arrays "
+                "(e.g. weight_ih_l0, weight_hh_l0, bias_ih_l0, bias_hh_l0) and the outputs "
+                "of that layer and direction")
+    elif u % 2 == 0 and any(a.ndim == 2 and u // 2 in a.shape for a in arrays):
         hint = (f"; the outputs have {u} features: if they come from a bidirectional layer, "
                 f"pass one direction's outputs (units={u // 2})")
     return (f"no reading of the arrays ({shapes}) fits input_size={n} and units={u} (from the "
@@ -1092,7 +1113,8 @@ def _no_source_message(names, arrays, n, u) -> str:
 
 
 def _search(kind: str, sources: list[_Source], problem: _Problem, atol: float,
-            searched: dict[str, int], reference: _Convention) -> list[Candidate]:
+            searched: dict[str, int], reference: _Convention,
+            max_seconds: float) -> list[Candidate]:
     last = problem.mode == "last"
     directions = ["forward", "backwards"] if last else ["forward", "go_backwards", "reverse"]
     outputs: list[str | None] = ["h", "c"] if last and kind == "lstm" else [None]
@@ -1104,34 +1126,66 @@ def _search(kind: str, sources: list[_Source], problem: _Problem, atol: float,
         _score_first_step(parts, problem, cache)
         _count(searched, f"{kind} step 0", len(combos))
         combos = _prune_first_step(combos, reference, atol)
-    cands = [c for p, layout, d in combos for c in _complete(p, layout, d, outputs, cache)]
-    for cand in cands:
-        cand.cost = _cost(cand, reference)
-    if not last and any(x.shape[1] > 2 for x in problem.x.values()):
-        _score(cands, problem, steps=2)
-        _count(searched, f"{kind} steps 0-1", len(cands))
-        cands = _prune(cands, atol)
-    _score(cands, problem, steps=None)
-    _count(searched, f"{kind} full", len(cands))
-    logger.debug("diagnose %s: %d candidates scored on the full sequence", kind, len(cands))
-    return cands
+    two_steps = not last and any(x.shape[1] > 2 for x in problem.x.values())
+    # Nearest the label first: once something fits, combos whose input-side choices
+    # alone cost more cannot rank above it, so the rest is skipped.
+    costs = _combo_costs(combos, reference)
+    order = sorted(range(len(combos)), key=costs.__getitem__)
+    combos = [combos[k] for k in order]
+    costs = [costs[k] for k in order]
+    kept: list[Candidate] = []
+    started = time.perf_counter()
+    # In chunks of partial choices, so memory stays bounded when nothing was pruned yet;
+    # smaller chunks for wide layers, where each candidate costs more.
+    step = max(8, 2 * _COMBOS_PER_CHUNK // problem.u)
+    for start in range(0, len(combos), step):
+        fits = [c.cost for c in kept if c.error <= atol]
+        if fits and costs[start] > min(fits):
+            _count(searched, f"{kind} skipped (cannot rank above a fit)", len(combos) - start)
+            break
+        if time.perf_counter() - started > max_seconds:
+            _count(searched, f"{kind} skipped (time budget)", len(combos) - start)
+            logger.warning("diagnose: stopped after %.0f s with %d %s readings left; give "
+                           "outputs for every step to let the search prune", max_seconds,
+                           len(combos) - start, kind)
+            break
+        cands = [c for p, layout, d in combos[start:start + step]
+                 for c in _complete(p, layout, d, outputs, cache)]
+        for cand in cands:
+            cand.cost = _cost(cand, reference)
+        if two_steps:
+            _score(cands, problem, steps=2)
+            _count(searched, f"{kind} steps 0-1", len(cands))
+            cands = _prune(cands, atol)
+        _score(cands, problem, steps=None)
+        _count(searched, f"{kind} full", len(cands))
+        kept = _prune(kept + cands, atol)
+    logger.debug("diagnose %s: %d candidates kept", kind, len(kept))
+    return kept
+
+
+def _combo_costs(combos: list[tuple[_Partial, str, str]], reference: _Convention
+                 ) -> list[int]:
+    """Distance from the label of each (partial, layout, direction), recurrent part open."""
+    base: dict[int, int] = {}
+
+    def cost(p: _Partial, layout: str, direction: str) -> int:
+        if id(p) not in base:
+            base[id(p)] = sum(0 if ch.value in reference.attrs.get(a, (ch.value,))
+                              else max(ch.cost, 1) for a, ch in p.choices.items())
+        return (base[id(p)] + (layout not in reference.attrs.get("layout", (layout,)))
+                + (direction not in reference.attrs.get("direction", (direction,))))
+
+    return [cost(*combo) for combo in combos]
 
 
 def _prune_first_step(combos: list[tuple[_Partial, str, str]], reference: _Convention,
                       atol: float) -> list[tuple[_Partial, str, str]]:
     """Keep what fits step 0, the closest, and the label (recurrent choices still open)."""
-    base: dict[int, int] = {}
-
-    def cost(p: _Partial, layout: str, direction: str) -> int:
-        if id(p) not in base:
-            base[id(p)] = sum(0 if ch.value in reference.attrs.get(a, (ch.value,)) else 1
-                              for a, ch in p.choices.items())
-        return (base[id(p)] + (layout not in reference.attrs.get("layout", (layout,)))
-                + (direction not in reference.attrs.get("direction", (direction,))))
-
+    costs = _combo_costs(combos, reference)
     scored = [(p.error0[layout, d], combo) for combo in combos
               for p, layout, d in [combo]]
-    keep = [combo for err, combo in scored if err <= atol or cost(*combo) == 0]
+    keep = [combo for (err, combo), cost in zip(scored, costs) if err <= atol or cost == 0]
     rest = sorted((item for item in scored if item[0] > atol), key=lambda item: item[0])
     seen = {id(c) for c in keep}
     keep += [combo for _, combo in rest[:KEEP_CLOSEST] if id(combo) not in seen]

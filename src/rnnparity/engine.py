@@ -54,14 +54,22 @@ def as_float_input(x: object, dtype: np.dtype, name: str, check_finite: bool) ->
     NaN or inf in a recurrent input spreads to every later step of that sequence, so by
     default it is refused with the position of the first bad value.
     """
-    array = np.asarray(x)
+    try:
+        array = np.asarray(x)
+    except (ValueError, TypeError) as err:  # ragged nested lists
+        raise InputError(f"{name} cannot be read as an array ({err}); expected a "
+                         "rectangular array of real numbers") from err
     if array.dtype.kind not in "fiub":
         raise InputError(f"{name} has dtype {array.dtype}; expected a real number array")
-    array = np.asarray(array, dtype=dtype)
+    source = array
+    with np.errstate(over="ignore"):  # a float64 beyond float32's range becomes inf
+        array = np.asarray(array, dtype=dtype)
     if check_finite and not _all_finite(array):
         position = tuple(int(i) for i in np.argwhere(~np.isfinite(array))[0])
+        what = (f"a value ({float(source[position]):g}) too large for {array.dtype}"
+                if np.isfinite(source[position]) else "a non-finite value")
         raise InputError(
-            f"{name} holds a non-finite value at index {position}; expected finite numbers "
+            f"{name} holds {what} at index {position}; expected finite numbers "
             "(pass check_finite=False / --allow-nonfinite to run it as the frameworks do)"
         )
     return array
@@ -158,6 +166,9 @@ class RecurrentStack:
             )
         check_shape(self.name, "input", x.shape, (x.shape[0], x.shape[1], "input_size"),
                     input_size=self.input_size)
+        if 0 in x.shape[:2]:
+            raise ShapeError(f"{self.name}: input has shape {x.shape}; expected at least one "
+                             "sequence and one time step (batch >= 1, seq_len >= 1)")
         batch = x.shape[0]
         self._check_states(h0, c0, batch)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from typing import Any, Sequence
 
 __all__ = [
@@ -60,6 +61,12 @@ def _format_shape(shape: Sequence[Any]) -> str:
     return f"({inner},)" if len(shape) == 1 else f"({inner})"
 
 
+@functools.lru_cache(maxsize=512)
+def _compiled(expression: str) -> Any:
+    """Compile a shape expression once: streams check shapes on every step."""
+    return compile(expression, "<shape>", "eval")
+
+
 def check_shape(
     context: str,
     name: str,
@@ -73,7 +80,8 @@ def check_shape(
     evaluated with ``sizes`` only to build the numbers, never with user strings.
     """
     numeric = tuple(
-        int(eval(e, {"__builtins__": {}}, dict(sizes))) if isinstance(e, str) else int(e)
+        int(eval(_compiled(e), {"__builtins__": {}}, dict(sizes))) if isinstance(e, str)
+        else int(e)
         for e in expected
     )
     if tuple(int(s) for s in shape) == numeric:

@@ -47,6 +47,9 @@ class Layer:
 
     kind = "layer"
     stateful = False
+    # Reads CallContext.lengths (PyTorch packed sequences, ONNX sequence_lens); a model
+    # with no such layer refuses lengths rather than ignoring them.
+    takes_lengths = False
 
     def __init__(self, name: str) -> None:
         self.name = name
@@ -87,8 +90,8 @@ class Model:
             None means every 3-D output.
         time_axes: tensor name -> position of the time axis, for the inputs and sequence
             outputs whose time axis is not 1 (time-major layouts such as ONNX layout=0).
-        state_inputs: required inputs that are initial states, without a time axis
-            (a graph input wired to ONNX ``initial_h``); streaming does not split them.
+        state_inputs: required inputs without a time axis (graph inputs wired to ONNX
+            ``initial_h``, ``sequence_lens`` or weights); streaming does not split them.
     """
 
     def __init__(self, nodes: list[Node], inputs: list[str], outputs: list[str],
@@ -175,10 +178,15 @@ class Model:
                 + (f" (unknown: {unknown})" if unknown else "")
                 + (f" (missing: {missing})" if missing else "")
             )
+        if ctx.lengths is not None and not any(layer.takes_lengths for layer in self.layers):
+            raise InputError(
+                "lengths were given but no layer of this model takes them (only PyTorch "
+                "modules and ONNX nodes do); Keras models mark padding with a mask "
+                "(Masking or Embedding mask_zero) in the input itself")
         values: dict[str, np.ndarray] = {}
         masks: dict[str, np.ndarray | None] = {}
         for name in self.inputs:
-            raw = np.asarray(feeds[name])
+            raw = _as_array(feeds[name], name)
             keep_ints = raw.dtype.kind in "iu" and self._feeds_integer_layer(name)
             values[name] = raw if keep_ints else as_float_input(raw, self.dtype, name,
                                                                   check_finite)
@@ -197,6 +205,13 @@ class Model:
                 if node.layer.name in str(err):
                     raise
                 raise type(err)(f"layer {node.layer.name!r}: {err}", hint=err.hint) from err
+            except (ValueError, TypeError, IndexError, KeyError, ArithmeticError) as err:
+                # No check foresaw these inputs: still one specific error naming the layer.
+                shapes = [None if values[t] is None else tuple(np.shape(values[t]))
+                          for t in node.inputs]
+                raise InputError(f"layer {node.layer.name!r} ({node.layer.kind}) cannot run "
+                                 f"on inputs of shapes {shapes}: {type(err).__name__}: "
+                                 f"{err}") from err
             for tensor, value, mask in zip(node.outputs, outs, out_masks):
                 values[tensor] = value
                 masks[tensor] = mask
@@ -242,6 +257,15 @@ class Model:
             **self.meta,
             "layers": [node.layer.describe() for node in self.nodes],
         }
+
+
+def _as_array(value: Any, name: str) -> np.ndarray:
+    """``np.asarray(value)``, with ragged nested lists refused as an InputError."""
+    try:
+        return np.asarray(value)
+    except (ValueError, TypeError) as err:
+        raise InputError(f"{name} cannot be read as an array ({err}); expected a "
+                         "rectangular array of numbers") from err
 
 
 class Stream:
@@ -296,6 +320,7 @@ class Stream:
 
         self.model.layer(layer)  # InputError listing the layers when unknown
         items = [arrays] if isinstance(arrays, np.ndarray) else list(arrays)
+        self._forget(layer)
         self.ctx.states[layer] = [as_float_input(a, self.model.dtype, f"state of {layer!r}",
                                                  True) for a in items]
 
@@ -309,9 +334,10 @@ class Stream:
         """Run the next steps of every sequence.
 
         Args:
-            x: (batch, steps, features) for a one-input model, or a dict name -> array.
-                Optional state inputs (PyTorch ``h0``, ONNX ``initial_h``) given here
-                replace the carried states, like :meth:`set_state`.
+            x: (batch, steps, features) for a one-input model ((steps, batch, features)
+                when time-major), or a dict name -> array. Optional state inputs
+                (PyTorch ``h0``, ONNX node ``initial_h``, Keras ``initial_state``) given
+                here replace the carried states, like :meth:`set_state`.
             check_finite: refuse NaN / inf (as :meth:`Model.__call__`).
             **named: inputs by name.
 
@@ -403,7 +429,15 @@ class Stream:
         given = {name for name in self.model.optional_inputs if feeds.get(name) is not None}
         for node in self.model.nodes:
             if given & set(node.inputs):
-                self.ctx.states.pop(node.layer.name, None)
+                self._forget(node.layer.name)
+
+    def _forget(self, layer: str) -> None:
+        """Drop what ``layer`` carries: its states and per-layer extras (the previous
+        output a Keras layer repeats at masked steps), as at the start of a call."""
+        self.ctx.states.pop(layer, None)
+        for carried in self.ctx.extra.values():
+            if isinstance(carried, dict):
+                carried.pop(layer, None)
 
     def _first_step(self, name: str, value: np.ndarray) -> np.ndarray:
         if self.model.has_time_axis(name, value):

@@ -184,7 +184,6 @@ def verify(
 
     if expected is not None:
         reference = "stored outputs (expected)"
-        theirs_list = None
         theirs = _expected(model, expected)
     else:
         runner, reference, batch_axis_fw, more = _framework(path, model, layer)
@@ -466,11 +465,16 @@ def _torch(path: Path, model: Model) -> tuple[_Runner, str, int, list[str]]:
     if kind == "RNN":
         kwargs["nonlinearity"] = info.get("nonlinearity", "tanh")
     module = getattr(torch.nn, kind)(**kwargs)
-    prefix = f"{layer.name}." if layer.name else ""
+    module_name = model.meta.get("module") or ""
+    prefix = "" if module_name in ("", "(root)") else f"{module_name}."
     state = {k[len(prefix):]: torch.from_numpy(np.array(v)) for k, v in
              read_state_dict(path).items() if k.startswith(prefix)}
     # torch reads the file's arrays itself: nothing of rnnparity's mapping is involved.
-    module.load_state_dict(state, strict=True)
+    try:
+        module.load_state_dict(state, strict=True)
+    except RuntimeError as err:  # torch lists missing / unexpected keys and bad shapes
+        raise FormatError(f"torch could not load {path.name!r} into nn.{kind}"
+                          f"({kwargs}): {str(err).splitlines()[0]}") from err
     module.eval()
     dtype = next(module.parameters()).dtype
 

@@ -33,7 +33,8 @@ BATCH, SEQ_LEN, INPUT_SIZE, UNITS = 3, 6, 4, 5
 FRAMEWORKS = ["keras", "keras2", "torch", "onnx", "cudnn"]
 SUFFIX = {"keras": ".keras", "keras2": ".h5", "torch": ".safetensors", "onnx": ".onnx",
           "cudnn": ".h5"}
-GATES = {"lstm": 4, "gru": 3}
+GATES = {"lstm": 4, "gru": 3, "rnn": 1}
+KERAS_NAME = {"lstm": "LSTM", "gru": "GRU", "rnn": "SimpleRNN"}
 
 
 def _uniform(rng, shape, scale=0.5):
@@ -51,7 +52,7 @@ def _keras_model(module, kind, cudnn=False):
     if cudnn:
         layer = _cudnn_class(kind)(UNITS, return_sequences=True)
     else:
-        layer = getattr(module.layers, kind.upper())(UNITS, return_sequences=True)
+        layer = getattr(module.layers, KERAS_NAME[kind])(UNITS, return_sequences=True)
     return module.Sequential([module.Input((SEQ_LEN, INPUT_SIZE)), layer])
 
 
@@ -126,6 +127,8 @@ def sources(tmp_path_factory):
     made = {}
     for kind in GATES:
         for framework in FRAMEWORKS:
+            if kind == "rnn" and framework == "cudnn":
+                continue  # cuDNN layers are LSTM / GRU only
             path = folder / f"{kind}_{framework}{SUFFIX[framework]}"
             if framework in ("keras", "keras2", "cudnn"):
                 module = keras if framework == "keras" else tf_keras
@@ -151,13 +154,20 @@ def sources(tmp_path_factory):
     return x, made
 
 
-@pytest.mark.parametrize("kind", list(GATES))
-@pytest.mark.parametrize("target", FRAMEWORKS)
-@pytest.mark.parametrize("source", FRAMEWORKS)
+# Every (source, target, kind) but a simple RNN from the cuDNN layout, which has none.
+PAIRS = [(s, t, k) for k in GATES for s in FRAMEWORKS for t in FRAMEWORKS
+         if not (k == "rnn" and s == "cudnn")]
+
+
+@pytest.mark.parametrize(("source", "target", "kind"), PAIRS)
 def test_target_framework_reproduces_source(sources, tmp_path, source, target, kind):
     x, made = sources
-    path, expected = made[source, kind]
     out = tmp_path / f"converted{SUFFIX[target]}"
+    if kind == "rnn" and target == "cudnn":
+        with pytest.raises(UnsupportedFeatureError, match="simple RNN"):
+            convert(made[source, kind][0], target, out)
+        return
+    path, expected = made[source, kind]
     convert(path, target, out)
     got = run_target(target, out, kind, x)
     assert got.shape == expected.shape
@@ -244,3 +254,28 @@ def test_cli_json_result(sources, tmp_path, capsys):
     (layer,) = body["result"]["layers"]
     assert (layer["kind"], layer["hidden_size"]) == ("gru", UNITS)
     assert out.stat().st_size > 0
+
+
+def test_keras3_weights_file_is_written_without_keras_and_loads(tmp_path):
+    """``.weights.h5`` comes from h5py alone; Keras 3 loads it into the same layers."""
+    from safetensors.torch import save_file
+
+    torch.manual_seed(6)
+    module = torch.nn.GRU(INPUT_SIZE, UNITS, num_layers=2, bidirectional=True,
+                          batch_first=True)
+    x = np.random.default_rng(9).normal(size=(BATCH, SEQ_LEN, INPUT_SIZE)).astype(np.float32)
+    with torch.no_grad():
+        expected = module(torch.from_numpy(x))[0].numpy()
+    source = tmp_path / "gru.safetensors"
+    save_file({k: v.contiguous() for k, v in module.state_dict().items()}, str(source))
+    out = tmp_path / "gru.weights.h5"
+    result = convert(source, "keras", out)
+    assert "Bidirectional(GRU(" in result.notes[0]
+
+    def layer():
+        return keras.layers.Bidirectional(
+            keras.layers.GRU(UNITS, return_sequences=True, reset_after=True))
+
+    model = keras.Sequential([keras.Input((SEQ_LEN, INPUT_SIZE)), layer(), layer()])
+    model.load_weights(str(out))
+    np.testing.assert_allclose(np.asarray(model(x)), expected, rtol=0, atol=ATOL)

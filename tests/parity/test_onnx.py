@@ -354,14 +354,16 @@ def test_streaming_in_chunks_equals_the_whole_sequence(op, folder):
             np.testing.assert_allclose(carried[1], whole["Y_c"], atol=1e-6)
 
 
-def test_bidirectional_and_time_major_nodes_refuse_to_stream(folder):
-    for attributes in ({"direction": "bidirectional", "layout": 1}, {"layout": 0}):
-        D = 2 if attributes.get("direction") else 1
+def test_bidirectional_and_reverse_nodes_refuse_to_stream(folder):
+    # layout=0 (time-major) nodes stream along axis 0: tests/test_streaming.py
+    for attributes in ({"direction": "bidirectional", "layout": 1},
+                       {"direction": "reverse", "layout": 0}):
+        D = 2 if attributes["direction"] == "bidirectional" else 1
         arrays = random_arrays(np.random.default_rng(0), "GRU", D, 2, 3, 3, 2,
                                layout=attributes["layout"])
         path = folder / f"nostream{D}.onnx"
         onnx.save(build("GRU", dict(attributes, hidden_size=2), arrays), str(path))
-        reason = "bidirectional" if D == 2 else "time-major"
+        reason = "bidirectional" if D == 2 else "reverse"
         with pytest.raises(UnsupportedFeatureError, match=f"cannot stream: .*{reason}"):
             rnnparity.load(path).stream(batch_size=2)
 

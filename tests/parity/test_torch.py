@@ -375,10 +375,13 @@ def test_lengths_torch_refuses_are_refused(rng):
         model(x, lengths=[6, 2])
 
 
-def test_time_major_model_refuses_to_stream(rng):
-    model = rnnparity.from_torch(make_module("LSTM", 4, 3, batch_first=False))
-    with pytest.raises(UnsupportedFeatureError, match="batch_first=False"):
-        model.stream(batch_size=2).step(rng.standard_normal((2, 4)))
+def test_time_major_model_streams_along_axis_0(rng):
+    module = make_module("LSTM", 4, 3, batch_first=False)
+    model = rnnparity.from_torch(module)
+    x = rng.standard_normal((5, 2, 4)).astype(np.float32)  # (seq_len, batch, input_size)
+    stream = model.stream(batch_size=2)
+    steps = [stream.step(x[t])["output"] for t in range(5)]  # each (batch, hidden)
+    assert max_diff([np.stack(steps)], torch_run(module, x)) <= ATOL
 
 
 def test_live_module_with_parametrized_weights(rng):

@@ -39,6 +39,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--impl", default="", metavar="NAME,...",
                         help="implementations to run: rnnparity-numpy, rnnparity-fast, "
                         "torch, onnxruntime, tensorflow, onnx.reference (default all)")
+    parser.add_argument("--threads", type=int, default=0,
+                        help="threads for every implementation (NumPy's BLAS, torch, "
+                        "onnxruntime, TensorFlow); default: each library's own")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.add_argument("--markdown", action="store_true", help="print the README tables")
     parser.add_argument("--update", metavar="FILE",
@@ -57,15 +60,16 @@ def execute(args: argparse.Namespace) -> int:
     if any(n not in bench.IMPLEMENTATIONS for n in impls):
         raise InputError(f"--impl {args.impl!r}: implementations are "
                          f"{', '.join(bench.IMPLEMENTATIONS)}")
-    if args.repeats < 0:
-        raise InputError(f"--repeats must be >= 0, got {args.repeats}")
+    if args.repeats < 0 or args.threads < 0:
+        raise InputError(f"--repeats and --threads must be >= 0, got {args.repeats} and "
+                         f"{args.threads}")
 
     def progress(line: str) -> None:
         print(line, file=sys.stderr, flush=True)
 
     report = bench.run_suite(quick=args.quick, repeats=args.repeats, only=only or None,
-                             implementations=impls or None,
-                             progress=None if args.json else progress)
+                             implementations=impls or None, threads=args.threads,
+                             progress=progress)
     if args.json:
         emit_json(NAME, ExitCode.OK, report)
         return ExitCode.OK

@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import FormatError, InputError
+from ..io._safety import check_npy_header, check_zip_member
 
 __all__ = ["ExitCode", "read_arrays", "emit_json", "summarise"]
 
@@ -25,12 +26,14 @@ class ExitCode(enum.IntEnum):
     UNSUPPORTED = 3
     FRAMEWORK_MISSING = 4
     BAD_INPUT = 5
+    INTERNAL = 70
     INTERRUPTED = 130
 
 
 EXIT_CODE_HELP = (
     "exit codes: 0 ok; 1 mismatch found (verify, diagnose); 2 usage; 3 unsupported "
-    "feature; 4 framework or extra missing; 5 bad input (file, shape, value); 130 interrupted"
+    "feature; 4 framework or extra missing; 5 bad input (file, shape, value); 70 internal "
+    "error (a bug: please report it); 130 interrupted"
 )
 
 
@@ -40,14 +43,20 @@ def read_arrays(path: str) -> dict[str, np.ndarray]:
     Pickled object arrays are refused: loading them could run code from the file.
     """
     p = Path(path)
-    if not p.is_file():
+    if not p.exists():
         raise FormatError(f"input file {path!r} does not exist")
+    if not p.is_file():
+        raise FormatError(f"input {path!r} is not a file; expected a .npy or .npz file")
     try:
         if p.suffix.lower() == ".npz":
             with np.load(p, allow_pickle=False) as data:
-                return {key: data[key] for key in data.files}
+                return {key: _npz_member(data, key, path) for key in data.files}
         if p.suffix.lower() == ".npy":
+            with open(p, "rb") as stream:
+                check_npy_header(repr(path), "the array", stream, p.stat().st_size)
             return {"": np.load(p, allow_pickle=False)}
+    except FormatError:
+        raise
     except ValueError as err:
         if "pickle" in str(err).lower():
             raise FormatError(f"{path!r} holds pickled objects; expected plain numeric "
@@ -56,6 +65,20 @@ def read_arrays(path: str) -> dict[str, np.ndarray]:
     except (OSError, zipfile.BadZipFile, EOFError) as err:
         raise FormatError(f"{path!r} is not a readable NumPy file: {err}") from err
     raise InputError(f"input {path!r} must be a .npy or .npz file")
+
+
+def _npz_member(data: Any, key: str, path: str) -> np.ndarray:
+    """One array of an open .npz, its declared size checked before NumPy allocates it."""
+    member = key + ".npy" if key + ".npy" in data.zip.namelist() else key
+    info = data.zip.getinfo(member)
+    check_zip_member(repr(path), info)
+    with data.zip.open(member) as stream:
+        check_npy_header(repr(path), repr(key), stream, info.file_size)
+    value = data[key]
+    if not isinstance(value, np.ndarray):
+        raise FormatError(f"{path!r}: member {key!r} is not an .npy array; expected arrays "
+                          "written by numpy.savez")
+    return value
 
 
 def summarise(array: np.ndarray) -> dict[str, Any]:

@@ -6,7 +6,7 @@ import argparse
 import importlib
 import logging
 import sys
-from typing import Sequence
+from typing import NoReturn, Sequence
 
 from .. import __version__
 from ..errors import (
@@ -33,8 +33,16 @@ _EXIT_FOR_ERROR = [
 ]
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line on stderr like every other error."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(ExitCode.USAGE, f"rnnparity: error: {self.prog}: {message} (see "
+                                  f"{self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="rnnparity",
         description=(
             "Run recurrent layers (LSTM, GRU, simple RNN) trained in Keras/TensorFlow, "
@@ -91,8 +99,23 @@ def main(argv: Sequence[str] | None = None) -> int:
             emit_json(args.command, code, error={"type": type(err).__name__,
                                                   "message": str(err), "hint": err.hint})
         else:
-            print(f"rnnparity: error: {err}", file=sys.stderr)
+            print(f"rnnparity: error: {_one_line(str(err))}", file=sys.stderr)
         return code
+    except Exception as err:  # a bug: still one line and an exit code, unless --debug
+        if args.debug:
+            raise
+        message = (f"internal error: {type(err).__name__}: {_one_line(str(err))} (please "
+                   "report it; --debug shows the traceback)")
+        if getattr(args, "json", False):
+            emit_json(args.command, ExitCode.INTERNAL, error={
+                "type": type(err).__name__, "message": message, "hint": None})
+        else:
+            print(f"rnnparity: error: {message}", file=sys.stderr)
+        return ExitCode.INTERNAL
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split()) or "(no message)"
 
 
 if __name__ == "__main__":

@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import InputError
+from ..errors import FormatError, InputError
 from .common import ExitCode, emit_json, read_arrays, summarise
 
 NAME = "run"
@@ -80,6 +80,9 @@ def load_model(args: argparse.Namespace):
     overrides = parse_overrides(args.override)
     if args.float64:
         overrides["dtype"] = "float64"
+    if args.node and args.layer and args.node != args.layer:
+        raise InputError(f"--node {args.node!r} and --layer {args.layer!r} both name what to "
+                         "run; give one")
     layer = args.node or args.layer
     return load(args.model, layer=layer, **overrides)
 
@@ -104,15 +107,15 @@ def execute(args: argparse.Namespace) -> int:
     model = load_model(args)
     feeds = feeds_for(model, read_arrays(args.input))
     lengths = None if args.lengths is None else _read_lengths(args.lengths)
-    if args.chunk and lengths is not None:
+    if args.chunk is not None and lengths is not None:
         raise InputError("--chunk and --lengths cannot be combined: a stream cannot know "
                          "each sequence's end in advance; run whole sequences with --lengths")
-    if args.chunk:
+    if args.chunk is not None:
         outputs = run_in_chunks(model, feeds, args.chunk, not args.allow_nonfinite)
     else:
         outputs = model.run(feeds, _context(lengths), check_finite=not args.allow_nonfinite)
     if args.output:
-        np.savez(args.output, **outputs)
+        _save(args.output, outputs)
 
     comparison = None
     if expected_path:
@@ -126,6 +129,14 @@ def execute(args: argparse.Namespace) -> int:
         return ExitCode.OK
     _print_outputs(model, outputs, args.output, comparison)
     return ExitCode.OK
+
+
+def _save(path: str, outputs: dict[str, np.ndarray]) -> None:
+    try:
+        np.savez(path, **outputs)
+    except OSError as err:
+        raise FormatError(f"cannot write --output {path!r}: {err.strerror or err}; expected "
+                          "a writable .npz path") from err
 
 
 def _read_lengths(path: str) -> np.ndarray:
@@ -177,6 +188,9 @@ def _print_outputs(model, outputs, output_file, comparison) -> None:
             print(f"  {layer['name']}: {convention}")
     for name, value in outputs.items():
         s = summarise(value)
+        if s["min"] is None:
+            print(f"output {name!r}: shape {tuple(s['shape'])} {s['dtype']} (empty)")
+            continue
         print(f"output {name!r}: shape {tuple(s['shape'])} {s['dtype']} "
               f"min {s['min']:.6g} max {s['max']:.6g} mean {s['mean']:.6g}")
         flat = np.asarray(value).reshape(-1)

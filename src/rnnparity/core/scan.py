@@ -95,6 +95,9 @@ def scan(
     y = np.empty((seq_len, batch, H_out), dtype) if return_sequences else None
     keep = None if mask is None else ~np.asarray(mask, bool).T  # (seq_len, batch)
     zero_fill = masked_output == "zero"
+    if keep is not None:  # per-step views and flags made once, not per step
+        held_at, valid_at = keep[:, :, None], ~keep[:, :, None]
+        any_held = keep.any(axis=1).tolist()
 
     # Work buffers for one block, allocated once (re-touching freed memory is slow).
     block = min(TIME_BLOCK, seq_len)
@@ -117,14 +120,16 @@ def scan(
                 if y is not None:
                     y[t] = h
                 continue
-            if keep[t].any():
-                held = keep[t][:, None]
+            if any_held[t]:
+                held = held_at[t]
                 np.copyto(h_new, h, where=held)
                 if is_lstm:
                     np.copyto(c_new, c, where=held)
-                np.copyto(out, h_new, where=~held)
                 if zero_fill:
-                    out[keep[t]] = 0
+                    np.copyto(out, h_new)
+                    np.copyto(out, 0, where=held)
+                else:
+                    np.copyto(out, h_new, where=valid_at[t])
             else:
                 np.copyto(out, h_new)
             h, h_new = h_new, h

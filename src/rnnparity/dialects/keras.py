@@ -29,6 +29,7 @@ from ..activations import (
 )
 from ..engine import Direction, RecurrentStack
 from ..errors import (
+    FormatError,
     InputError,
     ShapeError,
     UnsupportedFeatureError,
@@ -126,7 +127,11 @@ def resolve_activation(name: Any, keras_version: str | int | None = "3") -> Acti
     """
     if isinstance(name, dict):  # Keras 3 may serialise a function as a small dict
         inner = name.get("config")
-        name = inner if isinstance(inner, str) else name.get("class_name")
+        found = inner if isinstance(inner, str) else name.get("class_name")
+        if not isinstance(found, str):
+            raise UnsupportedFeatureError(f"Keras activation {name!r} names no function; "
+                                          "expected a name such as 'tanh'")
+        name = found
     key = str(name or "linear").lower()
     if key == "hard_sigmoid":
         major = version_tuple(keras_version)[0]
@@ -203,8 +208,13 @@ def to_canonical(kind: str, arrays: dict[str, np.ndarray], **options: Any
         raise ShapeError(f"{context}: use_bias=True but no bias array was given")
 
     gates = len(GATE_ORDER[cell])
-    units = int(options.get("units") or recurrent.shape[0])
-    input_size = kernel.shape[0] if kernel.ndim == 2 else -1
+    declared = options.get("units")
+    units = recurrent.shape[0] if declared is None else positive_int("units", declared,
+                                                                    context)
+    if kernel.ndim != 2:
+        raise ShapeError(f"{context}: kernel has shape {kernel.shape}; expected 2 dimensions "
+                         f"(input_size, {gates} * units)")
+    input_size = kernel.shape[0]
     sizes = dict(input_size=input_size, units=units)
     check_shape(context, "kernel", kernel.shape, ("input_size", f"{gates} * units"), **sizes)
     check_shape(context, "recurrent_kernel", recurrent.shape, ("units", f"{gates} * units"),
@@ -226,6 +236,51 @@ def to_canonical(kind: str, arrays: dict[str, np.ndarray], **options: Any
                     activation=activation, reset_after=reset_after,
                     convention=_convention(kind, reset_after, version), notes=tuple(notes))
     return spec, _plain_weights(cell, kernel, recurrent, bias)
+
+
+def positive_int(name: str, value: Any, context: str) -> int:
+    """``value`` as an int >= 1, or InputError (bools, floats and strings are refused)."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)) \
+            or value < 1:
+        raise InputError(f"{context}: {name}={value!r}; expected a positive integer")
+    return int(value)
+
+
+_BOOLEAN_KEYS = ("return_sequences", "return_state", "go_backwards", "reset_after",
+                 "stateful", "time_major", "zero_output_for_mask", "use_bias", "mask_zero")
+MERGE_MODES = ("concat", "sum", "mul", "ave", None)
+
+
+def check_values(config: dict[str, Any], context: str) -> None:
+    """Refuse config or override values of the wrong type before they are used: a string
+    ``"no"`` for return_sequences would otherwise read as true."""
+    if config.get("units") is not None:
+        positive_int("units", config["units"], context)
+    for key in _BOOLEAN_KEYS:
+        if config.get(key) is not None and not isinstance(config[key], (bool, np.bool_)):
+            raise InputError(f"{context}: {key}={config[key]!r}; expected true or false")
+    if "merge_mode" in config and config["merge_mode"] not in MERGE_MODES:
+        raise InputError(f"{context}: merge_mode={config['merge_mode']!r}; expected one of "
+                         f"{list(MERGE_MODES)}")
+
+
+def check_override_values(overrides: dict[str, Any]) -> None:
+    """Check override values (not just keys) so a typo fails even where it would not apply."""
+    check_values(overrides, "override")
+    if "keras_version" in overrides:
+        version = overrides["keras_version"]
+        if not isinstance(version, (str, int)) or isinstance(version, bool):
+            raise InputError(f"override keras_version={version!r}; expected e.g. '2.2.0'")
+        version_tuple(version)
+    for key in ("activation", "recurrent_activation"):
+        if key in overrides:
+            if not isinstance(overrides[key], str):
+                raise InputError(f"override {key}={overrides[key]!r}; expected a Keras "
+                                 "activation name such as 'sigmoid'")
+            resolve_activation(overrides[key])
+    kind = overrides.get("kind")
+    if kind is not None and str(kind).lower() not in {k.lower() for k in KINDS}:
+        raise InputError(f"override kind={kind!r}; expected one of {', '.join(KINDS)}")
 
 
 def _check_bias(cell: str, bias: np.ndarray | None, reset_after: bool | None,
@@ -728,6 +783,7 @@ def make_recurrent(class_name: str, config: dict[str, Any], arrays: list[np.ndar
     check_config(class_name, config, SUPPORTED_ATTRIBUTES[class_name])
     over = build.overrides
     name = config.get("name", class_name.lower())
+    check_values(config, f"Keras {class_name} {name!r}")
     use_bias = config.get("use_bias", True) if class_name not in _CUDNN else True
     if len(arrays) != (3 if use_bias else 2):
         raise ShapeError(f"Keras {class_name} {name!r}: expected "
@@ -780,6 +836,7 @@ def make_bidirectional(config: dict[str, Any], arrays: list[np.ndarray],
                        build: BuildContext) -> KerasBidirectional:
     check_config("Bidirectional", config, SUPPORTED_ATTRIBUTES["Bidirectional"])
     name = config.get("name", "bidirectional")
+    check_values(config, f"Keras Bidirectional {name!r}")
     inner = config["layer"]
     back = config.get("backward_layer")
     half = len(arrays) // 2
@@ -846,6 +903,7 @@ def build_model(model_config: dict[str, Any], weights: WeightSource, *,
             every recurrent layer built.
     """
     build = BuildContext(str(keras_version), dict(overrides or {}))
+    _check_structure(model_config, source)
     class_name = model_config.get("class_name")
     config = model_config.get("config")
     if class_name == "Sequential":
@@ -890,6 +948,26 @@ def build_model(model_config: dict[str, Any], weights: WeightSource, *,
     return Model(_topological(nodes, inputs), sequences, outputs, source=source, meta=meta,
                  dtype=dtype, optional_inputs=states,
                  time_axes={n: 0 for n in sequences + outputs} if time_major else None)
+
+
+def _check_structure(model_config: Any, source: str) -> None:
+    """Refuse a model config whose shape is not Keras' before any of it is read."""
+    def refuse(what: str, found: Any) -> None:
+        raise FormatError(f"{source}: Keras model config: expected {what}; found "
+                          f"{type(found).__name__} {str(found)[:60]!r}")
+
+    if not isinstance(model_config, dict):
+        refuse("an object with class_name and config", model_config)
+    config = model_config.get("config")
+    layers = config if isinstance(config, list) else (
+        config.get("layers", []) if isinstance(config, dict) else None)
+    if not isinstance(layers, list):
+        refuse("config.layers to be a list of layers", layers if config else config)
+    for entry in layers:
+        if not isinstance(entry, dict) or not isinstance(entry.get("class_name"), str) \
+                or not isinstance(entry.get("config"), dict):
+            refuse("each layer to be an object with class_name (a string) and config "
+                   "(an object)", entry)
 
 
 def _apply_wiring(layer: Any, wire: _Wiring) -> None:
@@ -1121,3 +1199,4 @@ def _check_overrides(overrides: dict[str, Any]) -> None:
     unknown = sorted(set(overrides) - set(OVERRIDES))
     if unknown:
         raise InputError(f"unknown override(s) {unknown}; known: {', '.join(OVERRIDES)}")
+    check_override_values({k: v for k, v in overrides.items() if k != "dtype"})

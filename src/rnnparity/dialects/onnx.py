@@ -208,6 +208,7 @@ def _check_attributes(op_type: str, attributes: Mapping[str, Any], context: str)
             f"{context}: attribute(s) {unknown} are not supported; supported: "
             f"{list(SUPPORTED_ATTRIBUTES[op_type])}"
         )
+    _check_attribute_types(attributes, context)
     layout = int(attributes.get("layout", 0))
     if layout not in (0, 1):
         raise InputError(f"{context}: layout={layout}; expected 0 or 1")
@@ -216,6 +217,36 @@ def _check_attributes(op_type: str, attributes: Mapping[str, Any], context: str)
     if op_type == "GRU" and int(attributes.get("linear_before_reset", 0)) not in (0, 1):
         raise InputError(f"{context}: linear_before_reset="
                          f"{attributes['linear_before_reset']}; expected 0 or 1")
+
+
+# The ONNX attribute type of each attribute: a file may store any type under any name.
+_ATTRIBUTE_TYPES: dict[str, tuple[str, tuple[type, ...]]] = {
+    "hidden_size": ("an int", (int, np.integer)), "layout": ("an int", (int, np.integer)),
+    "input_forget": ("an int", (int, np.integer)),
+    "linear_before_reset": ("an int", (int, np.integer)),
+    "clip": ("a float", (float, int, np.number)), "direction": ("a string", (str, bytes)),
+    "activations": ("a list of strings", (str, bytes)),
+    "activation_alpha": ("a list of floats", (float, int, np.number)),
+    "activation_beta": ("a list of floats", (float, int, np.number)),
+}
+
+
+def _check_attribute_types(attributes: Mapping[str, Any], context: str) -> None:
+    for name, (what, types) in _ATTRIBUTE_TYPES.items():
+        if name not in attributes:
+            continue
+        value = attributes[name]
+        items = value if what.startswith("a list") and isinstance(value, (list, tuple)) \
+            else [value] if not what.startswith("a list") else None
+        if items is None or not all(isinstance(v, types) and not isinstance(v, bool)
+                                    for v in items):
+            raise InputError(f"{context}: attribute {name}={value!r}; expected {what}")
+    if "hidden_size" in attributes and attributes["hidden_size"] < 1:
+        raise InputError(f"{context}: hidden_size={attributes['hidden_size']}; expected a "
+                         "positive integer")
+    if "clip" in attributes and not attributes["clip"] > 0:
+        raise InputError(f"{context}: clip={attributes['clip']}; expected a positive "
+                         "threshold (cell inputs are clipped to [-clip, clip])")
 
 
 def _convention(op_type: str, attributes: Mapping[str, Any], semantics: str) -> str:
@@ -458,6 +489,7 @@ class OnnxRecurrent(Layer):
     """
 
     takes_integers = True
+    takes_lengths = True
 
     def __init__(self, name: str, op_type: str, attributes: Mapping[str, Any],
                  constants: Mapping[str, np.ndarray], input_slots: Sequence[str],
@@ -508,7 +540,7 @@ class OnnxRecurrent(Layer):
 
     @property
     def can_stream(self) -> bool:
-        return self.num_directions == 1 and self.layout == 1
+        return self.stream_refusal is None
 
     @property
     def stream_refusal(self) -> str | None:
@@ -516,9 +548,14 @@ class OnnxRecurrent(Layer):
         if self.num_directions == 2:
             return "a bidirectional node needs the whole sequence (its backward pass " \
                    "starts at the end)"
-        if self.layout == 0:
-            return "layout=0 is time-major (seq_len, batch, ...); streaming splits axis 1"
+        if self.direction == "reverse":
+            return "a reverse node needs the whole sequence (it starts at the last step)"
         return None
+
+    @property
+    def time_axis(self) -> int:
+        """Position of the time axis of X and Y: 0 for layout=0, 1 for layout=1."""
+        return 1 if self.layout == 1 else 0
 
     def _build(self, arrays: Mapping[str, np.ndarray]) -> RecurrentStack:
         attributes = {k: v for k, v in self.attributes.items() if k != "output_sequence"}

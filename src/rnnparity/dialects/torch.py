@@ -431,6 +431,8 @@ class TorchRecurrent(Layer):
         output: like input, with num_directions * hidden_out features.
     """
 
+    takes_lengths = True
+
     def __init__(self, name: str, module_kind: str, layers: list[list[Direction]], *,
                  batch_first: bool = True, dtype: Any = np.float32,
                  nonlinearity: str = "tanh", dropout: float = 0.0) -> None:
@@ -462,10 +464,6 @@ class TorchRecurrent(Layer):
         if x.ndim not in (2, 3):
             raise ShapeError(f"{self.name}: input has shape {x.shape}; expected (batch, "
                              "seq_len, input_size), or (seq_len, input_size) unbatched")
-        if ctx.streaming and not self.batch_first:
-            raise UnsupportedFeatureError(
-                f"{self.name}: streaming needs batch-major input; this layer was built with "
-                "batch_first=False (load it with batch_first=True to stream)")
         if h0 is None and c0 is None and self.name in ctx.states:
             h0, *rest = ctx.states[self.name]
             c0 = rest[0] if rest else None
@@ -549,6 +547,8 @@ class TorchCell(Layer):
     final cell state ``(batch, hidden_size)``. A ``(input_size,)`` input is one unbatched
     step.
     """
+
+    takes_lengths = True
 
     def __init__(self, name: str, module_kind: str, layers: list[list[Direction]], *,
                  dtype: Any = np.float32, nonlinearity: str = "tanh") -> None:
@@ -659,9 +659,12 @@ def build_model(kind: str, params: Mapping[str, Any], *, name: str = "",
     meta = {"framework": "pytorch", **(meta or {})}
     logger.info("%s: torch %s, %d layer(s)", label, kind, len(layers))
     # Only output / h (the first output) has a time axis; h_n and c_n are 3-D states.
+    # batch_first=False modules take and give (seq_len, batch, ...): streams split axis 0.
+    time_major = kind not in CELL_KINDS and not batch_first
     return Model([Node(layer, inputs, outputs)], inputs[:1], outputs, source=source,
                  meta=meta, dtype=dtype, optional_inputs=inputs[1:],
-                 sequence_outputs=outputs[:1])
+                 sequence_outputs=outputs[:1],
+                 time_axes={"input": 0, "output": 0} if time_major else None)
 
 
 def describe() -> dict[str, Any]:

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import importlib
 import logging
+import zipfile
 from pathlib import Path
 from typing import Any
 
-from ..errors import FormatError
+from ..errors import FormatError, RnnParityError
 from ..model import Model
 
 __all__ = ["load", "READERS"]
@@ -54,4 +55,22 @@ def load(path: str | Path, layer: str | None = None, **overrides: Any) -> Model:
     module_name, function = target.split(":")
     logger.debug("reading %s with %s", path, target)
     reader = getattr(importlib.import_module(module_name), function)
-    return reader(path, layer=layer, **overrides)
+    try:
+        return reader(path, layer=layer, **overrides)
+    except RnnParityError:
+        raise
+    except _LOW_LEVEL as err:
+        # Readers check what they expect; this catches a corrupt file in a way no check
+        # foresaw, so the caller still gets one specific error naming the file.
+        detail = str(err).strip().splitlines()[0][:200] if str(err).strip() else ""
+        raise FormatError(f"{path.name!r} is not a readable {path.suffix} model: "
+                          f"{type(err).__name__}: {detail} (expected a file as "
+                          f"{_FRAMEWORK[path.suffix.lower()]} writes it)") from err
+
+
+# What a reader meeting malformed content raises from json, h5py, onnx, numpy or zipfile.
+_LOW_LEVEL = (KeyError, IndexError, TypeError, ValueError, AttributeError, OSError,
+              RuntimeError, RecursionError, EOFError, UnicodeError, zipfile.BadZipFile)
+_FRAMEWORK = {".h5": "Keras", ".hdf5": "Keras", ".keras": "Keras 3", ".onnx": "an ONNX exporter",
+              ".safetensors": "safetensors", ".pt": "torch.save", ".pth": "torch.save",
+              ".bin": "torch.save", ".npz": "numpy.savez"}

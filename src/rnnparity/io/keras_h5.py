@@ -21,6 +21,7 @@ from .._optional import import_optional
 from ..dialects import keras as kd
 from ..errors import FormatError, InputError, ShapeError, UnsupportedFeatureError
 from ..model import Layer, Model, Node
+from ._safety import check_array_size
 
 __all__ = ["load", "OVERRIDES", "infer_layer", "split_overrides"]
 
@@ -51,6 +52,7 @@ def split_overrides(overrides: dict[str, Any]) -> tuple[dict[str, Any], np.dtype
     dtype = rest.pop("dtype", "float32")
     if str(dtype) not in ("float32", "float64"):
         raise InputError(f"override dtype={dtype!r}; expected float32 or float64")
+    kd.check_override_values(rest)
     return rest, np.dtype(str(dtype))
 
 
@@ -61,7 +63,8 @@ def open_h5(path: Path | str, what: str = "Keras HDF5 file") -> Any:
         return h5py.File(path, "r")
     except (OSError, ValueError) as err:
         reason = str(err).split("(")[0].strip() or type(err).__name__
-        raise FormatError(f"{str(path)!r} is not a readable {what} ({reason}); expected an "
+        where = str(path) if isinstance(path, (str, Path)) else what
+        raise FormatError(f"{where!r} is not a readable {what} ({reason}); expected an "
                           "HDF5 file written by Keras") from err
 
 
@@ -91,16 +94,16 @@ def _load_open(f: Any, path: Path, layer: str | None, overrides: dict[str, Any],
     else:
         version = str(overrides.get("keras_version", recorded))
     if "model_config" in attrs:
-        config = json.loads(_text(attrs["model_config"]))
+        config = _model_config(attrs["model_config"], path)
         if "kind" in overrides:
             raise InputError("override 'kind' applies to weights-only files; this file "
                              "records each layer's class")
-        root = f["model_weights"] if "model_weights" in f else f
+        root = member(f, "model_weights", str(path)) if "model_weights" in f else f
         meta["format"] = "Keras HDF5 full model"
         return kd.build_model(config, _weights_reader(root, path), keras_version=version,
                               source=str(path), meta=meta, layer=layer,
                               overrides=overrides, dtype=dtype)
-    root = f["model_weights"] if "model_weights" in f else f
+    root = member(f, "model_weights", str(path)) if "model_weights" in f else f
     if "layer_names" not in root.attrs:
         raise FormatError(f"{str(path)!r} holds neither a model_config nor layer_names; "
                           "expected a Keras model or save_weights file")
@@ -116,14 +119,77 @@ def _weights_reader(root: Any, path: Path) -> kd.WeightSource:
                               "GaussianNoise"):
                 return []
             raise FormatError(f"{str(path)!r}: no weights stored for layer {name!r}")
-        return _group_arrays(root[name])[1]
+        return _group_arrays(member(root, name, str(path)), f"{str(path)!r} layer {name!r}")[1]
 
     return read
 
 
-def _group_arrays(group: Any) -> tuple[list[str], list[np.ndarray]]:
-    names = _names(group.attrs.get("weight_names"))
-    return names, [np.asarray(group[n]) for n in names]
+def _model_config(raw: Any, path: Path) -> dict[str, Any]:
+    """The ``model_config`` attribute as a dict, or FormatError saying what it holds."""
+    try:
+        config = json.loads(_text(raw))
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise FormatError(f"{str(path)!r}: attribute model_config is not valid JSON ({err}); "
+                          "expected the JSON object Keras writes") from err
+    if not isinstance(config, dict):
+        raise FormatError(f"{str(path)!r}: attribute model_config holds a JSON "
+                          f"{type(config).__name__}; expected an object with class_name "
+                          "and config")
+    return config
+
+
+def member(group: Any, path: str, context: str) -> Any:
+    """``group[path]`` walked one link at a time: external links (which would open other
+    files) are refused, and h5py's errors become one-line FormatErrors."""
+    h5py = import_optional("h5py")
+    current = group
+    for part in [p for p in path.split("/") if p]:
+        try:
+            link = current.get(part, getlink=True) if isinstance(current, h5py.Group) else None
+            if isinstance(link, h5py.ExternalLink):
+                raise FormatError(f"{context}: {path!r} is an external link to "
+                                  f"{link.filename!r}; expected data stored in this file")
+            if link is None:
+                raise FormatError(f"{context}: no entry {path!r} in the HDF5 file; expected "
+                                  "a file written by Keras")
+            current = current[part]
+        except FormatError:
+            raise
+        except (KeyError, RuntimeError, OSError, ValueError, TypeError) as err:
+            raise FormatError(f"{context}: cannot read {path!r} ({err}); expected a file "
+                              "written by Keras") from err
+    return current
+
+
+def read_dataset(group: Any, path: str, context: str) -> np.ndarray:
+    """A numeric dataset's values, after checking what it declares (bounded memory)."""
+    h5py = import_optional("h5py")
+    dataset = member(group, path, context)
+    if not isinstance(dataset, h5py.Dataset):
+        raise FormatError(f"{context}: {path!r} is a {type(dataset).__name__}; expected a "
+                          "dataset of weights")
+    if dataset.external or dataset.is_virtual:
+        raise FormatError(f"{context}: {path!r} keeps its data outside this file (external "
+                          "or virtual storage); expected data stored in the file")
+    if dataset.dtype.kind not in "fiu":
+        raise FormatError(f"{context}: {path!r} has dtype {dataset.dtype}; expected "
+                          "numeric weights")
+    check_array_size(context, repr(path), dataset.shape, dataset.dtype.itemsize,
+                     stored=dataset.id.get_storage_size())
+    try:
+        return np.asarray(dataset[()])
+    except (OSError, ValueError, RuntimeError) as err:
+        raise FormatError(f"{context}: {path!r} cannot be read ({err})") from err
+
+
+def _group_arrays(group: Any, context: str = "Keras HDF5") -> tuple[list[str], list[np.ndarray]]:
+    raw = group.attrs.get("weight_names")
+    # Keras writes an empty list as an empty float64 array.
+    if raw is not None and np.asarray(raw).size and np.asarray(raw).dtype.kind not in "SUO":
+        raise FormatError(f"{context}: attribute weight_names holds {np.asarray(raw).dtype} "
+                          "values; expected weight names (strings)")
+    names = _names(raw)
+    return names, [read_dataset(group, n, context) for n in names]
 
 
 # ------------------------------------------------------------------------ weights only
@@ -230,7 +296,8 @@ def _weights_only(root: Any, path: Path, version: str, layer: str | None,
     assumed: list[str] = list(meta.get("assumed", []))
     with_weights = []
     for name in names:
-        weight_names, arrays = _group_arrays(root[name])
+        weight_names, arrays = _group_arrays(member(root, name, str(path)),
+                                             f"{str(path)!r} layer {name!r}")
         if arrays:
             with_weights.append((name, weight_names, arrays))
     listing = ", ".join(n for n, _, _ in with_weights)
@@ -248,6 +315,8 @@ def _weights_only(root: Any, path: Path, version: str, layer: str | None,
         try:
             built, notes = infer_layer(name, weight_names, arrays, version, overrides)
         except UnsupportedFeatureError:
+            if "recurrent_kernel" in [_short(n) for n in weight_names]:
+                raise  # a recurrent layer that cannot be built: say why, never skip it
             assumed.append(f"{name}: skipped (not a layer rnnparity can infer)")
             continue
         if kd.is_recurrent(built):

@@ -23,7 +23,8 @@ import numpy as np
 from ..dialects import keras as kd
 from ..errors import FormatError
 from ..model import Model
-from .keras_h5 import open_h5, split_overrides
+from ._safety import MAX_JSON_BYTES, check_zip_member
+from .keras_h5 import member, open_h5, read_dataset, split_overrides
 
 __all__ = ["load"]
 
@@ -46,7 +47,13 @@ def load(path: Path, layer: str | None = None, **overrides: Any) -> Model:
             for required in ("config.json", "model.weights.h5"):
                 if required not in names:
                     raise FormatError(f"{str(path)!r} has no {required}; expected a Keras 3 "
-                                      f".keras archive (found {sorted(names)})")
+                                      f".keras archive (found {sorted(names)[:10]})")
+            # Members are read into memory, never extracted: names such as "../x" are
+            # harmless; declared sizes are checked first so a zip bomb fails at once.
+            for name in ("config.json", "metadata.json", "model.weights.h5"):
+                if name in names:
+                    check_zip_member(str(path), archive.getinfo(name),
+                                     *([MAX_JSON_BYTES] if name.endswith(".json") else []))
             config = json.loads(archive.read("config.json"))
             metadata = (json.loads(archive.read("metadata.json"))
                         if "metadata.json" in names else {})
@@ -55,7 +62,16 @@ def load(path: Path, layer: str | None = None, **overrides: Any) -> Model:
         raise FormatError(f"{str(path)!r} is not a zip archive; expected a Keras 3 .keras "
                           "file") from err
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise FormatError(f"{str(path)!r}: config.json is not valid JSON ({err})") from err
+        raise FormatError(f"{str(path)!r}: config.json or metadata.json is not valid JSON "
+                          f"({err})") from err
+    except FormatError:
+        raise
+    except (OSError, EOFError, NotImplementedError, RuntimeError, ValueError) as err:
+        raise FormatError(f"{str(path)!r}: a member of the archive cannot be read ({err}); "
+                          "expected a Keras 3 .keras file") from err
+    if not isinstance(metadata, dict):
+        raise FormatError(f"{str(path)!r}: metadata.json holds a JSON "
+                          f"{type(metadata).__name__}; expected an object")
 
     recorded = str(metadata.get("keras_version", "3"))
     version = str(rest.get("keras_version", recorded))
@@ -71,10 +87,11 @@ def load(path: Path, layer: str | None = None, **overrides: Any) -> Model:
 
 
 def _reader(f: Any, path: Path) -> kd.WeightSource:
-    groups = f["layers"] if "layers" in f else {}
+    context = f"{str(path)!r} model.weights.h5"
+    groups = member(f, "layers", context) if "layers" in f else {}
     by_name: dict[str, Any] = {}
     for key in groups:
-        group = groups[key]
+        group = member(groups, key, context)
         vars_group = group.get("vars") if hasattr(group, "get") else None
         real = vars_group.attrs.get("name") if vars_group is not None else None
         by_name[_text(real) if real is not None else key] = group
@@ -83,6 +100,7 @@ def _reader(f: Any, path: Path) -> kd.WeightSource:
         if name not in by_name:
             return []
         group = by_name[name]
+        context = f"{str(path)!r} model.weights.h5 layer {name!r}"
         recurrent = class_name in kd.KINDS or class_name == "RNN"
         paths = _VAR_PATHS.get(class_name, _RECURRENT_PATHS if recurrent else ("vars",))
         arrays: list[np.ndarray] = []
@@ -90,8 +108,12 @@ def _reader(f: Any, path: Path) -> kd.WeightSource:
             if sub not in group:
                 raise FormatError(f"{str(path)!r}: layer {name!r} ({class_name}) has no "
                                   f"{sub!r} group in model.weights.h5")
-            variables = group[sub]
-            arrays += [np.asarray(variables[k]) for k in sorted(variables, key=int)]
+            variables = member(group, sub, context)
+            keys = list(variables)
+            if not all(k.isdigit() for k in keys):
+                raise FormatError(f"{context}: {sub!r} holds {sorted(keys)[:8]}; expected "
+                                  "variables named 0, 1, 2...")
+            arrays += [read_dataset(variables, k, context) for k in sorted(keys, key=int)]
         return arrays
 
     return read

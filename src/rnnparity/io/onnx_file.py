@@ -70,7 +70,7 @@ def _options(overrides: dict[str, Any]) -> tuple[str, np.dtype | None]:
     if semantics not in SEMANTICS:
         raise InputError(f"ONNX reader: semantics={semantics!r}; expected one of {SEMANTICS}")
     dtype = overrides.get("dtype")
-    if dtype is not None and np.dtype(dtype) not in (np.float32, np.float64):
+    if dtype is not None and str(dtype) not in ("float32", "float64"):
         raise InputError(f"ONNX reader: dtype={dtype!r}; expected float32 or float64")
     return semantics, None if dtype is None else np.dtype(dtype)
 
@@ -80,9 +80,15 @@ def _read(path: Path) -> Any:
     from google.protobuf.message import DecodeError
 
     try:
-        return onnx.load(str(path))
+        proto = onnx.load(str(path))
     except (DecodeError, OSError, ValueError, RuntimeError) as err:
         raise FormatError(f"{path.name!r} is not a readable ONNX model: {err}") from err
+    except onnx.checker.ValidationError as err:  # external data outside the model's folder
+        raise FormatError(f"{path.name!r}: external tensor data refused: {err}") from err
+    if not proto.graph.node:
+        raise FormatError(f"{path.name!r} holds no graph nodes (an empty or truncated "
+                          "file?); expected an ONNX model with an LSTM, GRU or RNN node")
+    return proto
 
 
 def _attributes(node: Any) -> dict[str, Any]:
@@ -149,28 +155,46 @@ class _Folder:
                     if output:
                         self.producers[output] = ("node", (node, k))
         self.cache: dict[str, np.ndarray] = {}
+        self.active: set[str] = set()
 
     def fold(self, name: str) -> np.ndarray:
         if name in self.cache:
             return self.cache[name]
-        from onnx import numpy_helper
-
         kind, item = self.producers.get(name, (None, None))
         if kind is None:
             raise _NotConstant(f"{name!r} is produced by nothing in scope")
         if kind == "input":
             raise _NotConstant(f"{name!r} is an input of graph {item!r}")
-        if kind == "initializer":
-            value = numpy_helper.to_array(item)
-        else:
-            node, k = item
-            if node.op_type not in FOLDABLE_OPS or node.domain not in ("", "ai.onnx"):
-                raise _NotConstant(f"{name!r} is computed at run time by {node.op_type} node "
-                                   f"{node.name!r}")
-            inputs = [None if i == "" else self.fold(i) for i in node.input]
-            value = _fold_op(node, inputs, _attributes(node), k)
+        if name in self.active:
+            raise FormatError(f"tensor {name!r} depends on itself (a cycle in the graph)")
+        self.active.add(name)
+        try:
+            value = self._compute(name, kind, item)
+        finally:
+            self.active.discard(name)
         self.cache[name] = value
         return value
+
+    def _compute(self, name: str, kind: str, item: Any) -> np.ndarray:
+        from onnx import numpy_helper
+
+        if kind == "initializer":
+            try:
+                return numpy_helper.to_array(item)
+            except (ValueError, TypeError, KeyError, OSError) as err:
+                raise FormatError(f"initializer {name!r} (dims {list(item.dims)}) cannot be "
+                                  f"read: {err}") from err
+        node, k = item
+        if node.op_type not in FOLDABLE_OPS or node.domain not in ("", "ai.onnx"):
+            raise _NotConstant(f"{name!r} is computed at run time by {node.op_type} node "
+                               f"{node.name!r}")
+        inputs = [None if i == "" else self.fold(i) for i in node.input]
+        try:
+            return _fold_op(node, inputs, _attributes(node), k)
+        except (ValueError, TypeError, IndexError, KeyError, AttributeError) as err:
+            shapes = [None if v is None else list(np.shape(v)) for v in inputs]
+            raise FormatError(f"{node.op_type} node {node.name!r} cannot be folded on inputs "
+                              f"of shapes {shapes}: {err}") from err
 
 
 def _ints(values: Any) -> list[int]:
@@ -307,13 +331,19 @@ def load(path: Path, layer: str | None = None, **overrides: Any) -> Model:
 
 def _fold_or_raise(folder: _Folder, tensor: str, slot: str, context: str) -> np.ndarray:
     try:
-        return folder.fold(tensor)
+        value = folder.fold(tensor)
+    except FormatError as err:
+        raise FormatError(f"{context}: {slot}: {err}") from err
     except _NotConstant as err:
         ops = ", ".join(FOLDABLE_OPS)
         raise UnsupportedFeatureError(
             f"{context}: {slot} is not a constant ({err}); only initializers and tensors "
             f"computed from them by {ops} can be folded"
         ) from None
+    if value.dtype.kind != "f":
+        raise FormatError(f"{context}: {slot} ({tensor!r}) has dtype {value.dtype}; expected "
+                          "a float tensor (the operator's type T)")
+    return value
 
 
 def _constants(found: _Found, runtime: set[str], context: str,
@@ -338,6 +368,8 @@ def _constants(found: _Found, runtime: set[str], context: str,
                 constants[slot] = folder.fold(tensor)
             except _NotConstant:
                 logger.debug("%s: %s (%s) is computed at run time", context, slot, tensor)
+            except FormatError as err:
+                raise FormatError(f"{context}: {slot}: {err}") from err
     return constants, names
 
 
@@ -354,10 +386,10 @@ def _node_model(found: _Found, path: Path, meta: dict[str, Any], semantics: str,
                           semantics=semantics, dtype=_dtype_for(constants["W"], dtype))
     meta = dict(meta, node=found.name, node_path=found.where(),
                 node_constants={k: list(v.shape) for k, v in constants.items()})
-    layout = int(attributes.get("layout", 0))
     return Model([Node(layer, slots, outputs)], inputs=["X"], outputs=outputs,
                  source=str(path), meta=meta, dtype=layer.dtype, optional_inputs=slots[1:],
-                 sequence_outputs=["Y"] if layout == 1 else [])
+                 sequence_outputs=["Y"], time_axes={"X": layer.time_axis,
+                                                    "Y": layer.time_axis})
 
 
 class _NotRunnable(Layer):
@@ -434,11 +466,12 @@ def _whole_model(proto: Any, found: list[_Found], path: Path, meta: dict[str, An
                           [s for s, _ in produced], semantics=semantics,
                           dtype=_dtype_for(weights, dtype))
     y_name = dict(produced).get("Y")
-    layout = int(attributes.get("layout", 0))
+    sequences = [t for t in (names["X"], y_name) if t]
     return Model([Node(layer, [names[s] for s in slots], [t for _, t in produced])],
                  inputs, outputs, source=str(path), meta=dict(meta, node=found_node.name),
-                 dtype=layer.dtype,
-                 sequence_outputs=[y_name] if layout == 1 and y_name else [])
+                 dtype=layer.dtype, sequence_outputs=[y_name] if y_name else [],
+                 time_axes={t: layer.time_axis for t in sequences},
+                 state_inputs=[names[s] for s in slots if s != "X"])
 
 
 def extract_node(path: str | Path, name: str) -> Any:

@@ -31,6 +31,7 @@ from .._optional import import_optional
 from ..dialects import torch as dialect
 from ..errors import FormatError, InputError, MissingFrameworkError, RnnParityError
 from ..model import Model
+from ._safety import check_npy_header, check_zip_member
 
 __all__ = ["load", "read_state_dict", "find_modules", "KNOWN_OVERRIDES", "TorchModule"]
 
@@ -84,6 +85,15 @@ def load(path: Path, layer: str | None = None, **overrides: Any) -> Model:
         raise InputError(f"unknown overrides {unknown} for a PyTorch state_dict; known: "
                          f"{list(KNOWN_OVERRIDES)}")
     stored, fetch, fmt = _open(path)
+    try:
+        return _load_module(path, layer, stored, fetch, fmt, overrides)
+    finally:
+        getattr(fetch, "close", lambda: None)()  # an .npz stays open while read lazily
+
+
+def _load_module(path: Path, layer: str | None, stored: list[str],
+                 fetch: Callable[[str], np.ndarray], fmt: str,
+                 overrides: Mapping[str, Any]) -> Model:
     renamed = _apply_key_mapping(stored, overrides.get("keys"))
     modules = find_modules(renamed)
     if not modules:
@@ -153,7 +163,10 @@ def _dtype(value: Any) -> np.dtype:
 def read_state_dict(path: str | Path) -> dict[str, np.ndarray]:
     """Every array of a state_dict file, by key, as NumPy arrays (no module inference)."""
     stored, fetch, _ = _open(Path(path))
-    return {key: fetch(key) for key in stored}
+    try:
+        return {key: fetch(key) for key in stored}
+    finally:
+        getattr(fetch, "close", lambda: None)()
 
 
 def _open(path: Path) -> tuple[list[str], Callable[[str], np.ndarray], str]:
@@ -199,13 +212,26 @@ def _open_npz(path: Path) -> tuple[list[str], Callable[[str], np.ndarray], str]:
         raise FormatError(f"{path.name}: holds one array, not named arrays (.npz archive)")
 
     def fetch(key: str) -> np.ndarray:
+        member = key + ".npy" if key + ".npy" in data.zip.namelist() else key
         try:
+            info = data.zip.getinfo(member)
+            check_zip_member(path.name, info)
+            with data.zip.open(member) as stream:
+                check_npy_header(path.name, repr(key), stream, info.file_size)
             array = data[key]
-        except ValueError as err:  # an object array: never unpickled
-            raise FormatError(f"{path.name}: {key!r} holds pickled objects; expected a "
-                              "numeric array") from err
+        except (ValueError, OSError, EOFError, zipfile.BadZipFile) as err:
+            if isinstance(err, FormatError):
+                raise
+            if "pickle" in str(err).lower():  # an object array: never unpickled
+                raise FormatError(f"{path.name}: {key!r} holds pickled objects; expected a "
+                                  "numeric array") from err
+            raise FormatError(f"{path.name}: {key!r} cannot be read: {err}") from err
+        if not isinstance(array, np.ndarray):
+            raise FormatError(f"{path.name}: member {key!r} is not an .npy array; expected "
+                              "arrays written by numpy.savez")
         return _numeric(array, key, path.name)
 
+    fetch.close = data.close  # type: ignore[attr-defined]
     return list(data.files), fetch, "npz"
 
 
@@ -218,7 +244,8 @@ def _open_torch(path: Path) -> tuple[list[str], Callable[[str], np.ndarray], str
     except MissingFrameworkError:
         raise
     except Exception as err:
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        text = re.sub(r"\x1b\[[0-9;]*m", "", str(err)).strip()  # torch bolds some words
+        first = text.splitlines()[0] if text else type(err).__name__
         raise FormatError(
             f"{path.name}: refused: not a plain state_dict loadable with "
             f"torch.load(weights_only=True) ({type(err).__name__}: {first[:200]})",
