@@ -390,6 +390,9 @@ FILE_CASES = {
     "keras_config_only_under_traversal_name": (lambda t: write_keras(
         t / "m.keras", skip=("config.json",), extra=[("../config.json", "{}")]), None, {},
         F, "has no config.json"),
+    "keras_config_deeply_nested": (lambda t: write_keras(t / "m.keras", config="[" * 10**5
+                                                         + "]" * 10**5), None, {}, F,
+                                   "maximum recursion depth"),
     "keras_units_do_not_fit": (lambda t: write_keras(t / "m.keras"), None, {"units": 5}, S,
                                "expected (input_size, 3 * units) = (3, 15)"),
     "keras_member_declares_huge_size": (lambda t: write_zip(t / "m.keras", {
@@ -824,6 +827,44 @@ def test_cli_bad_arguments_one_line(case, models, tmp_path, capsys):
     argv = [part.format(**names) for part in template.split()]
     code, err = run_cli(capsys, *argv)
     assert_one_line(code, err, fragment, expected_code)
+
+
+# id -> (call(models) that misuses the API, error class, fragment)
+API_MISUSE = {
+    "path_none": (lambda m: rnnparity.load(None), I, "must be a str or Path"),
+    "path_int": (lambda m: rnnparity.load(123), I, "must be a str or Path"),
+    "layer_not_a_name": (lambda m: rnnparity.load(m["torch"][0], layer=5), I,
+                         "layer must be a name"),
+    "lengths_ragged": (lambda m: rnnparity.load(m["torch"][0])(good(3), lengths=[[1], [2, 3]]),
+                       I, "lengths cannot be read as an array"),
+    "lengths_scalar": (lambda m: rnnparity.load(m["torch"][0])(good(3), lengths=3), I,
+                       "expected (batch,) integers"),
+    "lengths_on_keras": (lambda m: rnnparity.load(m["keras"][0])(good(1), lengths=[4, 4]),
+                         I, "no layer of this model takes them"),
+    "initial_state_ragged": (lambda m: rnnparity.load(m["torch"][0])(good(3), h0=[[1], [2, 3]]),
+                             I, "h0 cannot be read as an array"),
+    "initial_state_wrong_shape": (lambda m: rnnparity.load(m["torch"][0])(
+        good(3), h0=np.zeros((5, 2, 2))), S, "initial h has shape (5, 2, 2)"),
+    "unknown_input_name": (lambda m: rnnparity.load(m["torch"][0])({"bogus": good(3)}), I,
+                           "unknown: ['bogus']"),
+    "from_keras_not_keras": (lambda m: rnnparity.from_keras(object()), I,
+                             "expected a live Keras layer or model"),
+    "stream_batch_zero": (lambda m: rnnparity.load(m["torch"][0]).stream(batch_size=0), I,
+                          "batch_size must be a positive integer"),
+    "stream_chunk_zero": (lambda m: rnnparity.load(m["torch"][0]).stream(2).feed(
+        good(3), chunk_size=0), I, "chunk size must be a positive integer"),
+    "stream_unknown_layer_state": (lambda m: rnnparity.load(m["torch"][0]).stream(2).set_state(
+        "nope", np.zeros((1, 2, 2))), I, "no layer named 'nope'"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(API_MISUSE))
+def test_api_misuse_raises_specific_error(case, models):
+    call, error, fragment = API_MISUSE[case]
+    with pytest.raises(error) as raised:
+        call(models)
+    assert isinstance(raised.value, RnnParityError)
+    assert fragment.lower() in str(raised.value).lower()
 
 
 def test_unexpected_exception_is_one_line_without_traceback(models, tmp_path, capsys,

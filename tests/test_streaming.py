@@ -224,6 +224,21 @@ def test_keras_layers_that_need_the_whole_sequence_refuse_to_stream(backend):
         assert model(np.ones((2, 5, 4), np.float32)).shape[0] == 2  # whole runs still work
 
 
+@pytest.mark.keras
+def test_keras_flatten_over_time_refuses_to_stream(tmp_path):
+    require("tensorflow", "TensorFlow builds the Keras model")
+    K = require("tf_keras", "tf_keras builds the model")
+    inp = K.Input((6, 3))
+    out = K.layers.Dense(2)(K.layers.Flatten()(K.layers.LSTM(4, return_sequences=True)(inp)))
+    path = tmp_path / "flatten.h5"
+    K.Model(inp, out).save(str(path))
+    model = rnnparity.load(path)
+    x = np.random.default_rng(0).normal(size=(2, 6, 3)).astype(np.float32)
+    assert model(x).shape == (2, 2)
+    with pytest.raises(UnsupportedFeatureError, match="flattens the time axis"):
+        model.stream(batch_size=2).feed(x, chunk_size=2)
+
+
 # --------------------------------------------------------------------------------- torch
 
 @pytest.fixture(scope="module")
@@ -545,6 +560,50 @@ def test_cli_chunk_refuses_a_bidirectional_model(tmp_path, capsys):
     code = main(["run", str(path), "--input", str(tmp_path / "x.npy"), "--chunk", "2"])
     assert code == 3  # unsupported feature
     assert "cannot stream" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------------- real models
+
+def _first_input_size(model) -> int:
+    layer = model.layers[0]
+    if hasattr(layer, "spec"):  # Keras
+        return layer.spec.input_size
+    if hasattr(layer, "stack"):  # PyTorch
+        return layer.stack.input_size
+    return int(layer.constants["W"].shape[-1])  # ONNX node
+
+
+def _registry_models(registry_model):
+    """(label, model) for every pretrained recurrent model the tests pin."""
+    g2p_keys = {"weight_ih_l0": "enc_w_ih", "weight_hh_l0": "enc_w_hh",
+                "bias_ih_l0": "enc_b_ih", "bias_hh_l0": "enc_b_hh"}
+    yield "textgenrnn", rnnparity.load(registry_model("textgenrnn"))
+    yield "chars2vec", rnnparity.load(registry_model("chars2vec_eng_50"))
+    yield "silero cell", rnnparity.load(registry_model("silero_vad_safetensors"),
+                                        layer="lstm_cell")
+    yield "g2p_en GRU", rnnparity.load(registry_model("g2p_en"), keys=g2p_keys)
+    path = registry_model("silero_vad_onnx")
+    for entry in rnnparity.load(path).meta["recurrent_nodes"]:
+        node = entry.split(" (")[0]
+        yield f"silero ONNX {node}", rnnparity.load(path, layer=node)
+
+
+@pytest.mark.models
+def test_pretrained_models_stream_one_step_at_a_time_like_the_whole_run(registry_model):
+    """``--chunk 1`` on real files: the streamed outputs equal the whole-sequence run."""
+    for label, model in _registry_models(registry_model):
+        rng = np.random.default_rng(len(label))
+        size = _first_input_size(model)
+        x = rng.normal(0, 0.5, (2, 12, size)).astype(np.float32)
+        if model.time_axis(model.inputs[0]) == 0:
+            x = np.ascontiguousarray(x.transpose(1, 0, 2))
+        whole = as_dict(model, model(x))
+        for chunk_size in (1, 5):
+            got = as_dict(model, model.stream(batch_size=2).feed(x, chunk_size=chunk_size))
+            assert sorted(got) == sorted(whole), label
+            for name, value in whole.items():
+                assert_close(got[name], value, STREAM_ATOL,
+                             f"{label} {name} in chunks of {chunk_size}")
 
 
 # ---------------------------------------------------------------------- the Stream object

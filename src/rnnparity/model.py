@@ -138,7 +138,7 @@ class Model:
             One array if the model has one output, else a dict output name -> array.
         """
         feeds = self._feeds(x, named)
-        ctx = CallContext(lengths=None if lengths is None else np.asarray(lengths))
+        ctx = CallContext(lengths=None if lengths is None else _as_array(lengths, "lengths"))
         ctx.states.update(self._persistent)
         ctx.keep_state = any(layer.stateful for layer in self.layers)
         results = self.run(feeds, ctx, check_finite=check_finite)

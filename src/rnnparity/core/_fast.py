@@ -314,12 +314,16 @@ def _part(arena, ints, k):  # noqa: ANN001, ANN201
 
 
 @numba.njit(**_JIT)
-def stream_step(x, arena, ints, flags):  # noqa: ANN001, ANN201
+def stream_step(x, arena, ints):  # noqa: ANN001, ANN201
     """One streaming step of a small cell: ``x (batch, input_size)``; every weight, state
     and buffer lives in the one float32 ``arena`` laid out by ``ints`` (see
-    ``ARENA_PARTS``), so a call passes four arrays instead of fifteen. The new state is
-    copied into the ``h`` / ``c`` parts."""
+    ``ARENA_PARTS``; the kernel flags are its last 8 entries), so a call passes three
+    arrays instead of fifteen. The new state is copied into the ``h`` / ``c`` parts.
+
+    Returns False, computing nothing, when ``x`` does not have the expected shape.
+    """
     kind, reset_after = ints[0], ints[1] != 0
+    flags = ints[ints.shape[0] - 8 :]
     w_ih, bias, w_hh, w_hn = (_part(arena, ints, 0), _part(arena, ints, 1)[0],
                               _part(arena, ints, 2), _part(arena, ints, 3))
     b_hn, peephole, consts = _part(arena, ints, 4)[0], _part(arena, ints, 5), \
@@ -327,6 +331,8 @@ def stream_step(x, arena, ints, flags):  # noqa: ANN001, ANN201
     h, c, h_new, c_new = (_part(arena, ints, 7), _part(arena, ints, 8),
                           _part(arena, ints, 9), _part(arena, ints, 10))
     xw, gates, tmp = _part(arena, ints, 11), _part(arena, ints, 12), _part(arena, ints, 13)
+    if x.shape[0] != h.shape[0] or x.shape[1] != w_ih.shape[0]:
+        return False
     small_matmul(x, w_ih, xw)
     for b in range(xw.shape[0]):
         row = xw[b]
@@ -342,6 +348,7 @@ def stream_step(x, arena, ints, flags):  # noqa: ANN001, ANN201
             c_b, c_new_b = c[b], c_new[b]
             for j in range(c_b.shape[0]):
                 c_b[j] = c_new_b[j]
+    return True
 
 
 @numba.njit(**_JIT)

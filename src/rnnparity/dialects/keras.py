@@ -1156,13 +1156,19 @@ def from_live(layer_or_model: Any, **overrides: Any) -> Model:
     A model is rebuilt from ``get_config()`` and each layer's ``get_weights()``; a bare
     recurrent / Bidirectional layer becomes a one-layer model with input ``input``.
     """
+    if not all(hasattr(layer_or_model, a) for a in ("get_config", "get_weights")):
+        raise InputError(f"expected a live Keras layer or model, got "
+                         f"{type(layer_or_model).__name__} (it has no get_config/get_weights)")
     root = type(layer_or_model).__module__.split(".")[0]
     package = sys.modules.get(root)
     version = str(getattr(package, "__version__", "3"))
     if root == "tf_keras" and not version.startswith("2"):
         version = "2"
     keras_version = str(overrides.pop("keras_version", version))
-    dtype = np.dtype(overrides.pop("dtype", "float32"))
+    dtype = overrides.pop("dtype", "float32")
+    if str(dtype) not in ("float32", "float64"):
+        raise InputError(f"override dtype={dtype!r}; expected float32 or float64")
+    dtype = np.dtype(str(dtype))
     _check_overrides(overrides)
     meta = {"framework": f"{root} (live object)", "keras_version": keras_version}
     lookup = {}

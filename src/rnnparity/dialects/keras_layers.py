@@ -238,6 +238,10 @@ class Reshape(Layer):
              ) -> tuple[list[Array], list[Array | None]]:
         x = inputs[0]
         shape = (-1,) if self.target_shape is None else self.target_shape
+        if ctx.streaming and self.target_shape is None and x.ndim >= 3:
+            raise UnsupportedFeatureError(
+                f"Keras {self.kind} {self.name!r} cannot stream: it flattens the time axis of "
+                f"{x.shape}, so it needs the whole sequence")
         try:
             return [x.reshape((x.shape[0],) + tuple(shape))], [None]
         except ValueError as err:

@@ -8,7 +8,7 @@ import zipfile
 from pathlib import Path
 from typing import Any
 
-from ..errors import FormatError, RnnParityError
+from ..errors import FormatError, InputError, RnnParityError
 from ..model import Model
 
 __all__ = ["load", "READERS"]
@@ -42,6 +42,10 @@ def load(path: str | Path, layer: str | None = None, **overrides: Any) -> Model:
     Raises:
         FormatError: the file is missing, unreadable or of an unknown kind.
     """
+    if not isinstance(path, (str, Path)):
+        raise InputError(f"model path must be a str or Path, got {type(path).__name__}")
+    if layer is not None and not isinstance(layer, str):
+        raise InputError(f"layer must be a name (str) or None, got {layer!r}")
     path = Path(path)
     if not path.exists():
         raise FormatError(f"model file {str(path)!r} does not exist")
