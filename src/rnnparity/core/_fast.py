@@ -256,14 +256,13 @@ def rnn_pointwise(gates, xw, h_out, flags, consts):  # noqa: ANN001, ANN201
 
 
 @numba.njit(**_JIT)
-def small_matmul(a, w, out):  # noqa: ANN001, ANN201
+def small_matmul(a, w, out, acc):  # noqa: ANN001, ANN201
     """``out = a @ w`` for small operands, where a BLAS call costs more than the work.
 
-    Rows accumulate in a local buffer, which cannot overlap ``w``, so the loop vectorises.
+    Rows accumulate in ``acc`` (at least ``w.shape[1]`` long, not overlapping ``w``).
     """
     batch, k_size = a.shape
     n = w.shape[1]
-    acc = np.empty(n, out.dtype)
     for b in range(batch):
         for j in range(n):
             acc[j] = 0
@@ -284,19 +283,20 @@ def small_step(kind, xw_t, h, c, h_out, c_out, w_hh_t, w_hh_n_t, gates, tmp,  # 
 
     kind: 0 LSTM, 1 GRU, 2 RNN; ``gates`` and ``tmp`` are work buffers.
     """
+    acc = np.empty(gates.shape[1], gates.dtype)
     if kind == 0:
-        small_matmul(h, w_hh_t, gates)
+        small_matmul(h, w_hh_t, gates, acc)
         lstm_pointwise(gates, xw_t, c, c_out, h_out, peephole, flags, consts)
     elif kind == 1:
         if reset_after:
-            small_matmul(h, w_hh_t, gates)
+            small_matmul(h, w_hh_t, gates, acc)
         else:
-            small_matmul(h, w_hh_t, gates[:, : w_hh_t.shape[1]])
+            small_matmul(h, w_hh_t, gates[:, : w_hh_t.shape[1]], acc)
             gru_rz(gates, xw_t, h, tmp, flags, consts)
-            small_matmul(tmp, w_hh_n_t, gates[:, w_hh_t.shape[1]:])
+            small_matmul(tmp, w_hh_n_t, gates[:, w_hh_t.shape[1]:], acc)
         gru_pointwise(gates, xw_t, h, h_out, b_hn, reset_after, flags, consts)
     else:
-        small_matmul(h, w_hh_t, gates)
+        small_matmul(h, w_hh_t, gates, acc)
         rnn_pointwise(gates, xw_t, h_out, flags, consts)
 
 
@@ -333,7 +333,7 @@ def stream_step(x, arena, ints):  # noqa: ANN001, ANN201
     xw, gates, tmp = _part(arena, ints, 11), _part(arena, ints, 12), _part(arena, ints, 13)
     if x.shape[0] != h.shape[0] or x.shape[1] != w_ih.shape[0]:
         return False
-    small_matmul(x, w_ih, xw)
+    small_matmul(x, w_ih, xw, np.empty(xw.shape[1], xw.dtype))
     for b in range(xw.shape[0]):
         row = xw[b]
         for j in range(row.shape[0]):

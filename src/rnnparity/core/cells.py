@@ -59,6 +59,7 @@ FAST_ACTIVATIONS = ("sigmoid", "tanh", "hard_sigmoid", "relu", "linear", "affine
 SMALL_STEP_MACS = 1 << 17
 
 _numba_found: bool | None = None
+_FLOAT32 = np.dtype(np.float32)
 
 
 def fast_default() -> bool:
@@ -381,7 +382,7 @@ class Stepper:
         self._xw = np.empty((batch, spec.num_gates * spec.hidden_size), dtype)
         self._x_shape = (batch, spec.input_size)
         cell._buffers(batch)
-        self._arena: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
+        self._arena: np.ndarray | None = None
         self._lean: tuple[np.ndarray, ...] | None = None
         if cell.fast and cell._small and cell.w_hr_t is None:
             self._build_arena()
@@ -437,7 +438,8 @@ class Stepper:
         named = dict(zip(k.ARENA_PARTS, views))
         self._h = named["h"]
         self._c = named["c"] if self._c is not None else None
-        self._arena = (arena, np.array(ints + cell._flags.tolist(), np.int64))
+        self._arena = arena
+        self._arena_ints = np.array(ints + cell._flags.tolist(), np.int64)
         self._stream_step = k.stream_step
 
     @property
@@ -457,8 +459,8 @@ class Stepper:
         copy it to keep it.
         """
         if self._arena is not None:  # the kernel checks the shape itself
-            if x_t.dtype == np.float32 and x_t.ndim == 2 and self._stream_step(
-                    x_t, *self._arena):
+            if x_t.dtype is _FLOAT32 and x_t.ndim == 2 and self._stream_step(
+                    x_t, self._arena, self._arena_ints):
                 return self._h
             self._check_input(x_t)
         cell = self.cell
@@ -467,7 +469,7 @@ class Stepper:
         if x_t.dtype != cell.dtype or not x_t.flags.c_contiguous:
             x_t = np.ascontiguousarray(x_t, cell.dtype)
         if self._arena is not None:
-            self._stream_step(x_t, *self._arena)
+            self._stream_step(x_t, self._arena, self._arena_ints)
             return self._h
         if self._lean is not None:
             return self._lean_step(x_t)
