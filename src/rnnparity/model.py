@@ -355,8 +355,16 @@ class Stream:
              **named: Any) -> np.ndarray | dict[str, np.ndarray]:
         """Run one step: inputs (batch, features) without a time axis; outputs likewise."""
         feeds = self.model._feeds(x_t, named)
-        expanded = {k: np.expand_dims(np.asarray(v), self.model.time_axis(k))
-                    if k in self._sequence_inputs() else v for k, v in feeds.items()}
+        expanded = {}
+        for name, value in feeds.items():
+            if name not in self._sequence_inputs():
+                expanded[name] = value
+                continue
+            array = _as_array(value, name)
+            if array.ndim < 1:
+                raise ShapeError(f"step input {name!r} has shape {array.shape}; expected "
+                                 "(batch, features), or (batch,) ids for an Embedding")
+            expanded[name] = np.expand_dims(array, self.model.time_axis(name))
         out = self.chunk(expanded, check_finite=check_finite)
         if isinstance(out, dict):
             return {k: self._first_step(k, v) for k, v in out.items()}
@@ -405,7 +413,7 @@ class Stream:
         for name in self._sequence_inputs():
             if name not in feeds:
                 continue  # Model.run names what is missing
-            shape = np.shape(feeds[name])
+            shape = _as_array(feeds[name], name).shape
             axis = self.model.time_axis(name)
             order = "(steps, batch, ...)" if axis == 0 else "(batch, steps, ...)"
             if len(shape) < 2:

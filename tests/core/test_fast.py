@@ -241,3 +241,15 @@ def test_lean_numpy_stepper_equals_scan(forget_bias: float) -> None:
     outs = [step(x[:, t]).copy() for t in range(9)]
     np.testing.assert_allclose(np.stack(outs, 1), want.y, rtol=FAST_ATOL, atol=FAST_ATOL)
     np.testing.assert_allclose(step.c, want.c, rtol=FAST_ATOL, atol=FAST_ATOL)
+
+
+@pytest.mark.parametrize("fast", [False, None])
+def test_stepper_reset_starts_again(fast: bool | None) -> None:
+    rng = np.random.default_rng(5)
+    spec = CellSpec("lstm", 2, 3)
+    step = PreparedCell(spec, random_weights(spec, rng), np.float32, fast=fast).stepper(2)
+    x = rng.standard_normal((4, 2, 2)).astype(np.float32)
+    first = [step(x_t).copy() for x_t in x]
+    step.reset()
+    again = [step(x_t).copy() for x_t in x]
+    np.testing.assert_array_equal(np.stack(first), np.stack(again))

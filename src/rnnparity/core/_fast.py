@@ -131,6 +131,23 @@ def _clip_row(row, limit):  # noqa: ANN001, ANN201
 
 
 @numba.njit(**_JIT)
+def _lstm_plain(gates, xw, c_prev, c_out, h_out):  # noqa: ANN001, ANN201
+    # Sigmoid gates, tanh, nothing else: one fused pass (no per-pass calls, which cost
+    # more than the arithmetic in small cells).
+    batch, H = c_prev.shape
+    half = _F32(0.5)
+    for b in range(batch):
+        g, x, cp, cn, h = gates[b], xw[b], c_prev[b], c_out[b], h_out[b]
+        for j in range(H):
+            i = tanh((g[j] + x[j]) * half) * half + half
+            f = tanh((g[H + j] + x[H + j]) * half) * half + half
+            o = tanh((g[2 * H + j] + x[2 * H + j]) * half) * half + half
+            c = f * cp[j] + i * tanh(g[3 * H + j] + x[3 * H + j])
+            cn[j] = c
+            h[j] = o * tanh(c)
+
+
+@numba.njit(**_JIT)
 def lstm_pointwise(gates, xw, c_prev, c_out, h_out, peephole, flags, consts):  # noqa
     """LSTM after the recurrent matmul: ``gates (batch, 4H)`` holds ``h_prev @ W_hh`` in
     the internal order i f o g, ``xw`` the input projection. Writes the new cell state to
@@ -138,6 +155,11 @@ def lstm_pointwise(gates, xw, c_prev, c_out, h_out, peephole, flags, consts):  #
 
     Row by row, one pass per operation as in the NumPy path (each pass vectorises).
     """
+    if (flags[F_GATE] == 0 and flags[F_ACT] == 1 and flags[F_OUT] == 1
+            and flags[F_PEEP] == 0 and flags[F_CLIP] == 0 and flags[F_CELL_CLIP] == 0
+            and flags[F_INPUT_FORGET] == 0 and consts[C_FORGET] == 0):
+        _lstm_plain(gates, xw, c_prev, c_out, h_out)
+        return
     batch, H = c_prev.shape
     ga, ac, oc = flags[F_GATE], flags[F_ACT], flags[F_OUT]
     peep, clip_on, cell_clip_on = flags[F_PEEP] != 0, flags[F_CLIP] != 0, flags[F_CELL_CLIP] != 0

@@ -403,8 +403,11 @@ class Stepper:
             buffer[:, -1] = 1
         xh[0][:, I : I + H] = self._h
         gates = cell._gates
-        self._lean = (w_cat, xh[0], xh[1], gates, gates[:, : 3 * H], *cell._blocks,
-                      cell._tmp, np.array(0.5, cell.dtype))
+        # Two phases alternate: read [x, h] from one buffer, write h into the other.
+        self._phases = [(xh[k], xh[k][:, :I], xh[1 - k][:, I : I + H]) for k in (0, 1)]
+        self._phase = 0
+        self._lean = (w_cat, gates, gates[:, : 3 * H], *cell._blocks, cell._tmp,
+                      np.array(0.5, cell.dtype))
         self._h = xh[0][:, I : I + H]
 
     def _build_arena(self) -> None:
@@ -441,6 +444,19 @@ class Stepper:
         self._arena = arena
         self._arena_ints = np.array(ints + cell._flags.tolist(), np.int64)
         self._stream_step = k.stream_step
+
+    def reset(self, h0: np.ndarray | None = None, c0: np.ndarray | None = None) -> None:
+        """Start again from ``h0`` / ``c0`` (zeros if None), keeping every buffer."""
+        spec = self.cell.spec
+        sizes = dict(batch=self._h.shape[0], hidden_out=spec.hidden_out,
+                     hidden_size=spec.hidden_size)
+        if h0 is not None:
+            check_shape("stepper", "h0", np.shape(h0), ("batch", "hidden_out"), **sizes)
+        self._h[...] = 0 if h0 is None else h0
+        if self._c is not None:
+            if c0 is not None:
+                check_shape("stepper", "c0", np.shape(c0), ("batch", "hidden_size"), **sizes)
+            self._c[...] = 0 if c0 is None else c0
 
     @property
     def h(self) -> np.ndarray:
@@ -488,21 +504,21 @@ class Stepper:
                              f"input_size) = {self._x_shape}")
 
     def _lean_step(self, x_t: np.ndarray) -> np.ndarray:
-        w_cat, xh, xh_next, gates, sig3, i, f, o, g, tmp, half = self._lean
-        I = x_t.shape[1]
-        np.copyto(xh[:, :I], x_t)
+        w_cat, gates, sig3, i, f, o, g, tmp, half = self._lean
+        xh, x_slot, h = self._phases[self._phase]
+        c, c_new = self._c, self._c_new
+        np.copyto(x_slot, x_t)
         np.matmul(xh, w_cat, out=gates)
         np.tanh(gates, out=gates)
         np.multiply(sig3, half, out=sig3)
         np.add(sig3, half, out=sig3)
-        np.multiply(f, self._c, out=self._c_new)
+        np.multiply(f, c, out=c_new)
         np.multiply(i, g, out=tmp)
-        np.add(self._c_new, tmp, out=self._c_new)
-        np.tanh(self._c_new, out=tmp)
-        h = xh_next[:, I : I + tmp.shape[1]]
+        np.add(c_new, tmp, out=c_new)
+        np.tanh(c_new, out=tmp)
         np.multiply(o, tmp, out=h)
-        self._c, self._c_new = self._c_new, self._c
-        self._lean = (w_cat, xh_next, xh, *self._lean[3:])
+        self._c, self._c_new = c_new, c
+        self._phase ^= 1
         self._h = h
         return h
 
