@@ -237,3 +237,19 @@ def test_root_state_dict_in_a_pt_file(tmp_path, capsys):
                                     str(tmp_path / "x.npy")])
     assert code == 0
     assert [o["name"] for o in body["result"]["outputs"]] == ["output", "h_n", "c_n"]
+
+
+@pytest.mark.parametrize("example", ["cudnn_lstm_1x2", "cudnn_gru_3x4"])
+def test_cudnn_file_verifies_on_a_cpu_through_keras_own_conversion(example, capsys):
+    require("tf_keras", "tf_keras is the reference for Keras 2 files")
+    tf = require("tensorflow", "TensorFlow runs the reference")
+    if tf.config.list_physical_devices("GPU"):
+        pytest.skip("a GPU is present: the real cuDNN kernel is the reference there")
+    import rnnparity
+
+    model = str(rnnparity.example_path(f"{example}.h5"))
+    x = str(rnnparity.example_path(f"{example}.input.npy"))
+    code, body = _run_json(capsys, ["verify", model, "--input", x])
+    assert code == 0, body
+    assert any("no GPU" in note for note in body["result"]["notes"])
+    assert body["result"]["ok"] and body["result"]["max_abs_diff"] <= ATOL

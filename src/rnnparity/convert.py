@@ -10,7 +10,8 @@ options) and writes them for the target:
   ``nn.LSTM(..., batch_first=True).load_state_dict(...)``.
 - ``onnx``: an ``.onnx`` model with one LSTM / GRU / RNN node per layer (time-major input
   ``X (seq_len, batch, input_size)``; outputs ``Y``, ``Y_h`` and for LSTM ``Y_c`` of the
-  last node; nodes chained through Transpose + Reshape).
+  last node; several nodes are chained through Transpose + Reshape and ``Y`` is then
+  ``(seq_len, batch, features)``; a lone node is the whole graph).
 - ``keras`` (Keras 3: ``.keras``, ``.weights.h5``, ``.h5``), ``keras2`` (tf_keras ``.h5``,
   ``.keras``) and ``cudnn`` (tf_keras ``CuDNNLSTM`` / ``CuDNNGRU`` layers, ``.h5``): a
   Sequential model built with that framework and saved by it.
@@ -317,15 +318,26 @@ def _write_onnx(blocks: list[Block], output: Path, target: str) -> list[str]:
     last = blocks[-1].layers[-1]
     directions, spec = len(last), last[0].spec
     value = helper.make_tensor_value_info
-    graph_outputs = [value("Y", TensorProto.FLOAT, ["seq_len", "batch",
-                                                    directions * spec.hidden_out]),
+    single = len(nodes) == 3  # one recurrent node + its Transpose/Reshape
+    if single:
+        # A lone node is the whole graph, outputs in the operator's own layout, so that
+        # any ONNX consumer (rnnparity included) runs the file as one node.
+        del nodes[1:]
+        initializers = [t for t in initializers if not t.name.endswith("_shape")]
+        node_outputs = ["Y", "Y_h", "Y_c"][:len(outs)]
+        nodes[0].output[:] = node_outputs
+        y_shape = ["seq_len", directions, "batch", spec.hidden_out]
+    else:
+        y_shape = ["seq_len", "batch", directions * spec.hidden_out]
+        nodes += [helper.make_node("Identity", [current], ["Y"]),
+                  helper.make_node("Identity", [outs[1]], ["Y_h"])]
+        if blocks[-1].kind == "lstm":
+            nodes.append(helper.make_node("Identity", [outs[2]], ["Y_c"]))
+    graph_outputs = [value("Y", TensorProto.FLOAT, y_shape),
                      value("Y_h", TensorProto.FLOAT, [directions, "batch", spec.hidden_out])]
-    nodes += [helper.make_node("Identity", [current], ["Y"]),
-              helper.make_node("Identity", [outs[1]], ["Y_h"])]
     if blocks[-1].kind == "lstm":
         graph_outputs.append(value("Y_c", TensorProto.FLOAT,
                                    [directions, "batch", spec.hidden_size]))
-        nodes.append(helper.make_node("Identity", [outs[2]], ["Y_c"]))
     graph = helper.make_graph(
         nodes, "rnnparity_convert",
         [value("X", TensorProto.FLOAT, ["seq_len", "batch", blocks[0].input_size])],
@@ -335,6 +347,9 @@ def _write_onnx(blocks: list[Block], output: Path, target: str) -> list[str]:
     model.ir_version = 8  # readable by onnxruntime releases of the last years
     onnx.checker.check_model(model)
     onnx.save(model, str(output))
+    if single:
+        return ["one ONNX node: input X is time-major (seq_len, batch, input_size); output "
+                "Y is (seq_len, num_directions, batch, hidden) as the operator defines it"]
     return ["input X is time-major (seq_len, batch, input_size); output Y is (seq_len, "
             "batch, features) with the directions' features side by side"]
 

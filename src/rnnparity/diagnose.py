@@ -361,7 +361,7 @@ class Diagnosis:
                 continue
             expected = ", ".join(_WORDS.get((attr, v), v) if attr != "order"
                                  else _order_words(self.kind, v) for v in sorted(allowed))
-            lines.append(f"{_ATTR_TITLES[attr]}: {choice.words} - {self.label} uses "
+            lines.append(f"{_ATTR_TITLES[attr]}: {choice.words} - {self.label}: "
                          f"{expected}")
         return lines
 

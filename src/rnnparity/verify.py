@@ -386,8 +386,10 @@ def _keras(path: Path, model: Model, layer: str | None, module: str
         keras = import_optional(module)
     except MissingFrameworkError as err:
         raise _missing(module, err) from err
+    custom_objects, notes = _cudnn_on_cpu(model, module, keras)
     try:
-        loaded = keras.models.load_model(str(path), compile=False)
+        loaded = keras.models.load_model(str(path), compile=False,
+                                         custom_objects=custom_objects)
     except Exception as err:  # the framework's own loader; its errors vary by version
         raise FormatError(f"{module} could not load {path.name!r}: {err}") from err
     target = loaded if layer is None else loaded.get_layer(layer)
@@ -401,7 +403,29 @@ def _keras(path: Path, model: Model, layer: str | None, module: str
             items = list(result.values())
         return [np.asarray(item) for item in items]
 
-    return run, name, 0, []
+    return run, name, 0, notes
+
+
+def _cudnn_on_cpu(model: Model, module: str, keras: Any) -> tuple[dict[str, Any] | None,
+                                                                   list[str]]:
+    """Without a GPU, Keras cannot run CuDNNLSTM / CuDNNGRU: load them as LSTM / GRU.
+
+    Keras' own h5 loader then converts the cuDNN weights on load (the converter the tests
+    check against), so the reference stays Keras' arithmetic, not rnnparity's.
+    """
+    kinds = {layer.kind for layer in model.layers} & {"CuDNNLSTM", "CuDNNGRU"}
+    if not kinds or module != "tf_keras":
+        return None, []
+    tf = import_optional("tensorflow")
+    if tf.config.list_physical_devices("GPU"):
+        return None, []
+    layers = keras.layers
+    custom = {"CuDNNLSTM": lambda **config: layers.LSTM(**config),
+              "CuDNNGRU": lambda **config: layers.GRU(reset_after=True, **config)}
+    note = (f"no GPU: {', '.join(sorted(kinds))} ran as tf_keras LSTM/GRU(reset_after=True) "
+            "with the weights converted by Keras' own h5 loader, since cuDNN kernels need a "
+            "GPU")
+    return custom, [note]
 
 
 def _equivalent_keras(model: Model) -> tuple[_Runner, str, int, list[str]]:

@@ -58,7 +58,7 @@ def test_pickled_input_is_refused_without_unpickling(capsys, tmp_path):
 
 def test_bad_override_syntax(capsys, tmp_path):
     code, _, err = run_cli(capsys, "run", "--example", "cudnn_lstm_1x2", "--override", "units")
-    assert code == ExitCode.BAD_INPUT
+    assert code == ExitCode.USAGE
     assert "expected KEY=VALUE" in err
 
 
@@ -76,3 +76,30 @@ class Exploit:
 def test_argparse_errors_exit_2(capsys, argv):
     code, _, _ = run_cli(capsys, *argv)
     assert code == ExitCode.USAGE
+
+
+def test_missing_arguments_are_a_usage_error(capsys):
+    code, _, err = run_cli(capsys, "run")
+    assert code == ExitCode.USAGE
+    assert "run needs MODEL and --input" in err and err.count("\n") == 1
+
+
+def test_unknown_example_lists_example_names(capsys):
+    code, _, err = run_cli(capsys, "run", "--example", "nope")
+    assert code == ExitCode.USAGE
+    assert "cudnn_lstm_1x2" in err and ".npz" not in err
+
+
+def test_global_options_after_the_command(capsys):
+    code, out, _ = run_cli(capsys, "run", "--example", "cudnn_lstm_1x2", "-q")
+    assert code == 0 and "max abs difference" in out
+
+
+def test_one_array_npz_feeds_a_one_input_model(capsys, tmp_path):
+    import rnnparity
+
+    x = np.load(rnnparity.example_path("cudnn_lstm_1x2.input.npy"))
+    np.savez(tmp_path / "x.npz", some_other_name=x)
+    code, out, err = run_cli(capsys, "run", str(rnnparity.example_path("cudnn_lstm_1x2.h5")),
+                             "--input", str(tmp_path / "x.npz"))
+    assert code == 0, err

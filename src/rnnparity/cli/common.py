@@ -14,7 +14,11 @@ import numpy as np
 from ..errors import FormatError, InputError
 from ..io._safety import check_npy_header, check_zip_member
 
-__all__ = ["ExitCode", "read_arrays", "emit_json", "summarise"]
+__all__ = ["ExitCode", "UsageError", "read_arrays", "emit_json", "summarise"]
+
+
+class UsageError(InputError):
+    """The command line itself is wrong (a missing argument, a malformed option)."""
 
 
 class ExitCode(enum.IntEnum):

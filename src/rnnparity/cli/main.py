@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
 import sys
 from typing import NoReturn, Sequence
 
@@ -18,7 +19,7 @@ from ..errors import (
     ShapeError,
     UnsupportedFeatureError,
 )
-from .common import EXIT_CODE_HELP, ExitCode, emit_json
+from .common import EXIT_CODE_HELP, ExitCode, UsageError, emit_json
 
 __all__ = ["main", "build_parser"]
 
@@ -26,6 +27,7 @@ __all__ = ["main", "build_parser"]
 COMMAND_MODULES = ["run", "inspect", "verify", "convert", "diagnose", "bench"]
 
 _EXIT_FOR_ERROR = [
+    (UsageError, ExitCode.USAGE),
     (UnsupportedFeatureError, ExitCode.UNSUPPORTED),
     (MissingFrameworkError, ExitCode.FRAMEWORK_MISSING),
     ((ShapeError, LayoutError, FormatError, InputError), ExitCode.BAD_INPUT),
@@ -37,8 +39,21 @@ class _Parser(argparse.ArgumentParser):
     """argparse, but a usage error is one line on stderr like every other error."""
 
     def error(self, message: str) -> NoReturn:
-        self.exit(ExitCode.USAGE, f"rnnparity: error: {self.prog}: {message} (see "
+        where = "" if self.prog == "rnnparity" else f"{self.prog}: "
+        self.exit(ExitCode.USAGE, f"rnnparity: error: {where}{message} (see "
                                   f"{self.prog} --help)\n")
+
+
+def _global_options(parser: argparse.ArgumentParser, top: bool) -> None:
+    # Accepted before and after the command; the command's copy must not reset the
+    # value given before it, hence SUPPRESS below the top level.
+    default = (lambda value: value) if top else (lambda value: argparse.SUPPRESS)
+    parser.add_argument("-v", "--verbose", action="count", default=default(0),
+                        help="log the conventions applied (-vv for debug detail)")
+    parser.add_argument("-q", "--quiet", action="store_true", default=default(False),
+                        help="log errors only")
+    parser.add_argument("--debug", action="store_true", default=default(False),
+                        help="show tracebacks on errors")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -51,10 +66,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=EXIT_CODE_HELP,
     )
     parser.add_argument("--version", action="version", version=f"rnnparity {__version__}")
-    parser.add_argument("-v", "--verbose", action="count", default=0,
-                        help="log the conventions applied (-vv for debug detail)")
-    parser.add_argument("-q", "--quiet", action="store_true", help="log errors only")
-    parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
+    _global_options(parser, top=True)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMAND_MODULES:
         module = importlib.import_module(f"{__package__}.{name}")
@@ -64,6 +76,7 @@ def build_parser() -> argparse.ArgumentParser:
             formatter_class=argparse.RawDescriptionHelpFormatter,
         )
         module.add_arguments(command)
+        _global_options(command, top=False)
         command.set_defaults(_module=module)
     return parser
 
@@ -86,11 +99,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help(sys.stderr)
         return ExitCode.USAGE
     _configure_logging(args.verbose, args.quiet)
+    # TensorFlow (verify, convert, bench) prints C++ start-up chatter otherwise.
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
     try:
         return int(args._module.execute(args))
     except KeyboardInterrupt:
         return ExitCode.INTERRUPTED
+    except BrokenPipeError:
+        # The reader went away (`rnnparity ... | head`): nothing left to say.
+        sys.stdout = None  # type: ignore[assignment]
+        return ExitCode.OK
     except RnnParityError as err:
         if args.debug:
             raise

@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import FormatError, InputError
-from .common import ExitCode, emit_json, read_arrays, summarise
+from .common import ExitCode, UsageError, emit_json, read_arrays, summarise
 
 NAME = "run"
 HELP = "run a model file on an input array and print or save its outputs"
@@ -46,8 +46,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--float64", action="store_true", help="compute in float64")
     parser.add_argument("--allow-nonfinite", action="store_true",
                         help="run inputs holding NaN/inf instead of refusing them")
-    parser.add_argument("--example", help="run an example shipped with the package "
-                        "(cudnn_lstm_1x2, ...) on its shipped input")
+    parser.add_argument("--example", help="run an example shipped with the package on its "
+                        "shipped input and compare with the framework's stored output: "
+                        "cudnn_lstm_1x2, cudnn_lstm_3x5, cudnn_gru_3x4 (files in "
+                        "rnnparity/examples; rnnparity.example_path(name) gives a path)")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
 
 
@@ -56,7 +58,7 @@ def parse_overrides(items: list[str]) -> dict[str, Any]:
     for item in items:
         key, sep, value = item.partition("=")
         if not sep or not key:
-            raise InputError(f"--override {item!r}: expected KEY=VALUE")
+            raise UsageError(f"--override {item!r}: expected KEY=VALUE")
         try:
             overrides[key] = json.loads(value)
         except json.JSONDecodeError:
@@ -68,6 +70,10 @@ def _example(name: str) -> tuple[str, str, str | None]:
     from .. import example_path
 
     stem = name.removesuffix(".h5")
+    folder = Path(__file__).resolve().parent.parent / "examples"
+    names = sorted(p.stem for p in folder.glob("*.h5"))
+    if stem not in names:
+        raise UsageError(f"no example named {name!r}; examples: {', '.join(names)}")
     model = example_path(f"{stem}.h5")
     expected = model.with_name(f"{stem}.expected.npz")
     return (str(model), str(model.with_name(f"{stem}.input.npy")),
@@ -88,7 +94,8 @@ def load_model(args: argparse.Namespace):
 
 
 def feeds_for(model, arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    if set(arrays) <= {"", "arr_0"} and len(arrays) == 1:
+    # One array feeds a one-input model whatever its key (e.g. a previous run's output).
+    if len(arrays) == 1 and (len(model.inputs) == 1 or set(arrays) <= {"", "arr_0"}):
         if len(model.inputs) != 1:
             raise InputError(f"the model has inputs {model.inputs}; give an .npz keyed by "
                              "those names")
@@ -102,7 +109,8 @@ def execute(args: argparse.Namespace) -> int:
         args.model, example_input, expected_path = _example(args.example)
         args.input = args.input or example_input
     if not args.model or not args.input:
-        raise InputError("run needs MODEL and --input (or --example NAME)")
+        raise UsageError("run needs MODEL and --input (or --example NAME); see rnnparity run "
+                         "--help")
 
     model = load_model(args)
     feeds = feeds_for(model, read_arrays(args.input))
