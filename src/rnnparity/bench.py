@@ -470,8 +470,7 @@ def _traced_peak(run: Callable[[], Any]) -> int:
         tracemalloc.stop()
 
 
-def _compare(name: str, got: tuple[Any, np.ndarray], want: tuple[Any, np.ndarray],
-             case: Case) -> float:
+def _compare(got: tuple[Any, np.ndarray], want: tuple[Any, np.ndarray], case: Case) -> float:
     y, h = got
     y_ref, h_ref = want
     diff = float(np.max(np.abs(np.asarray(h) - h_ref)))
@@ -543,7 +542,7 @@ def _run_workload(work: Workload, quick: bool, repeats: int,
             reference = outputs()
             diff = 0.0
         else:
-            diff = _compare(name, outputs(), reference, case)
+            diff = _compare(outputs(), reference, case)
         if diff > ATOL:
             notes[name] = f"disagrees with rnnparity: max abs diff {diff:.2e}; not timed"
             continue
@@ -569,6 +568,7 @@ def _run_workload(work: Workload, quick: bool, repeats: int,
         peak = _traced_peak(run) if name.startswith(("rnnparity", "onnx.")) else None
         rows[name] = {
             "seconds": seconds,
+            "seconds_min": min(times[name]),
             "seconds_per_step": per_step,
             "steps_per_second": case.steps / seconds,
             "gflops": gflops,
@@ -620,6 +620,8 @@ def machine() -> dict[str, Any]:
             "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
             "NUMBA_NUM_THREADS", "OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE") if k in os.environ},
         "max_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        # Other processes' load: on a shared machine, multi-threaded BLAS suffers most.
+        "load_average": [round(v, 2) for v in os.getloadavg()],
     }
     from importlib import metadata
 
@@ -743,7 +745,8 @@ def to_markdown(report: dict[str, Any]) -> str:
                  if report["workloads"] else ""),
               f"Threads: {report['threads'] or 'each library default'}; medians of "
               f"{report['repeats']} repeats{' (--quick: fewer steps)' if report['quick'] else ''}"
-              f"; environment: {m['threads_env'] or 'no thread variables set'}."]
+              f"; environment: {m['threads_env'] or 'no thread variables set'}; load "
+              f"average at the end {m.get('load_average', '?')}."]
     if report["skipped"]:
         lines.append("Skipped: " + "; ".join(f"{k} ({v})" for k, v in
                                              report["skipped"].items()))

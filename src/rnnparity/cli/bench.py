@@ -20,7 +20,7 @@ rnnparity (max abs diff <= 1e-5). Reports medians of the repeats: time, steps/s,
 the fraction of this machine's float32 GEMM speed measured in the same run, peak traced
 memory, and time ratios between all implementations. Missing peers are listed as skipped.
 Thread counts follow OMP_NUM_THREADS / OPENBLAS_NUM_THREADS / MKL_NUM_THREADS. A full run
-takes a few minutes; --quick one minute."""
+takes about ten minutes; --quick about one."""
 EXAMPLES = """\
 examples:
   $ rnnparity bench --quick

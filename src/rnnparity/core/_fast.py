@@ -8,9 +8,9 @@ reassociation); the one difference is tanh, which pip's llvmlite cannot vectoris
 float64 and rounded once to float32: within one float32 ulp of ``np.tanh`` (see
 ``tests/core/test_fast.py``). Sigmoid is ``0.5 * tanh(0.5 * x) + 0.5`` as in the NumPy path.
 
-Matrix products stay in NumPy's BLAS, called from :mod:`cells`; the only products written
-here are the small ones of a streaming step (:func:`small_matmul`), where a BLAS call costs
-more than the arithmetic.
+Matrix products stay in NumPy's BLAS, called from :mod:`cells` (numba's ``np.dot`` would
+call a second BLAS); the only products written here are those of small cells
+(:func:`small_matmul`), where a BLAS call costs more than the arithmetic.
 
 Activation codes (``ACT_CODES``) and the per-cell ``flags`` / ``consts`` arrays are built
 by :func:`pack`.

@@ -22,9 +22,11 @@ from .cells import PreparedCell
 
 __all__ = ["ScanResult", "scan", "lengths_to_mask", "TIME_BLOCK"]
 
-# Steps whose input projection is computed at once: bounds memory on long sequences
-# while keeping the matmul large.
+# Steps whose input projection is computed at once: at most TIME_BLOCK, and no more than
+# fit in BLOCK_BYTES, which bounds memory and keeps the block in cache while the matmul
+# stays large (batch * steps rows).
 TIME_BLOCK = 256
+BLOCK_BYTES = 4 << 20
 
 
 @dataclass
@@ -100,12 +102,13 @@ def scan(
         any_held = keep.any(axis=1).tolist()
 
     # Work buffers for one block, allocated once (re-touching freed memory is slow).
-    block = min(TIME_BLOCK, seq_len)
+    row_bytes = batch * spec.num_gates * H * dtype.itemsize
+    block = max(1, min(TIME_BLOCK, seq_len, BLOCK_BYTES // row_bytes))
     x_block = np.empty((block, batch, x.shape[2]), dtype)
     xw_block = np.empty((block, batch, spec.num_gates * H), dtype)
-    starts = range(0, seq_len, TIME_BLOCK)
+    starts = range(0, seq_len, block)
     for start in (reversed(starts) if reverse else starts):
-        stop = min(start + TIME_BLOCK, seq_len)
+        stop = min(start + block, seq_len)
         x_t = x_block[: stop - start]
         np.copyto(x_t, x[:, start:stop].transpose(1, 0, 2))
         xw = cell.project(x_t, out=xw_block[: stop - start])
