@@ -529,6 +529,10 @@ class KerasRecurrent(Layer):
     def masked_output(self) -> str:
         return "zero" if self.options.zero_output_for_mask else "previous"
 
+    def recurrent_stack(self, dtype: np.dtype) -> RecurrentStack:
+        """The engine stack this layer runs (for ``Model.stepper``)."""
+        return self._stack(dtype)
+
     def _stack(self, dtype: np.dtype) -> RecurrentStack:
         key = np.dtype(dtype)
         if key not in self._stacks:

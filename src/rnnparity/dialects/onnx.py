@@ -557,6 +557,13 @@ class OnnxRecurrent(Layer):
         """Position of the time axis of X and Y: 0 for layout=0, 1 for layout=1."""
         return 1 if self.layout == 1 else 0
 
+    def recurrent_stack(self, dtype: np.dtype) -> RecurrentStack:
+        """The engine stack this node runs (for ``Model.stepper``); needs constant W/R/B."""
+        if self._stack is None:
+            raise UnsupportedFeatureError(f"{self.context}: its weights are graph inputs, "
+                                          "so there is no fixed cell to step")
+        return self._stack
+
     def _build(self, arrays: Mapping[str, np.ndarray]) -> RecurrentStack:
         attributes = {k: v for k, v in self.attributes.items() if k != "output_sequence"}
         directions = []

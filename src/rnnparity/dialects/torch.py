@@ -448,6 +448,10 @@ class TorchRecurrent(Layer):
         self.is_lstm = module_kind == "LSTM"
         self.can_stream = self.stack.num_directions == 1
 
+    def recurrent_stack(self, dtype: np.dtype) -> RecurrentStack:
+        """The engine stack this layer runs (for ``Model.stepper``)."""
+        return self.stack
+
     @property
     def input_names(self) -> list[str]:
         return ["input", "h0", "c0"] if self.is_lstm else ["input", "h0"]
@@ -563,6 +567,10 @@ class TorchCell(Layer):
         self.nonlinearity = nonlinearity
         self.is_lstm = module_kind == "LSTMCell"
         self.can_stream = True
+
+    def recurrent_stack(self, dtype: np.dtype) -> RecurrentStack:
+        """The engine stack this layer runs (for ``Model.stepper``)."""
+        return self.stack
 
     @property
     def input_names(self) -> list[str]:
