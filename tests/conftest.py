@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import os
 import sys
 from pathlib import Path
@@ -12,7 +13,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-try:
+if importlib.util.find_spec("hypothesis") is not None:  # a dev extra
     from hypothesis import HealthCheck, settings
 
     settings.register_profile("ci", max_examples=25, deadline=None,
@@ -20,8 +21,6 @@ try:
     settings.register_profile("dev", max_examples=10, deadline=None,
                               suppress_health_check=[HealthCheck.too_slow])
     settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "dev"))
-except ImportError:  # hypothesis is a dev extra; tests that need it import it themselves
-    pass
 
 # RNNPARITY_REQUIRE=tensorflow,torch,onnxruntime,models turns these skips into failures, so
 # a CI lane with a broken install cannot pass as "skipped".

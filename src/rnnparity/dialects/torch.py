@@ -417,7 +417,22 @@ def _check_lengths(lengths: Any, batch: int, seq_len: int, context: str) -> np.n
     return lengths_to_mask(array, seq_len)
 
 
-class TorchRecurrent(Layer):
+class _TorchLayer(Layer):
+    """What torch modules and cells share: one engine stack, inputs (x, h0[, c0])."""
+
+    stack: RecurrentStack
+    is_lstm: bool
+
+    def recurrent_stack(self, dtype: np.dtype) -> RecurrentStack:
+        """The engine stack this layer runs (for ``Model.stepper``)."""
+        return self.stack
+
+    @property
+    def input_names(self) -> list[str]:
+        return ["input", "h0", "c0"] if self.is_lstm else ["input", "h0"]
+
+
+class TorchRecurrent(_TorchLayer):
     """``nn.LSTM`` / ``nn.GRU`` / ``nn.RNN`` with every option, on the one engine.
 
     Inputs (tensor order): ``input``, then optional ``h0`` and, for LSTM, ``c0``.
@@ -447,14 +462,6 @@ class TorchRecurrent(Layer):
         self.dropout = float(dropout)
         self.is_lstm = module_kind == "LSTM"
         self.can_stream = self.stack.num_directions == 1
-
-    def recurrent_stack(self, dtype: np.dtype) -> RecurrentStack:
-        """The engine stack this layer runs (for ``Model.stepper``)."""
-        return self.stack
-
-    @property
-    def input_names(self) -> list[str]:
-        return ["input", "h0", "c0"] if self.is_lstm else ["input", "h0"]
 
     @property
     def output_names(self) -> list[str]:
@@ -538,7 +545,7 @@ def _state(value: Any, dtype: np.dtype) -> np.ndarray | None:
     return None if value is None else np.asarray(value, dtype=dtype)
 
 
-class TorchCell(Layer):
+class TorchCell(_TorchLayer):
     """``nn.LSTMCell`` / ``nn.GRUCell`` / ``nn.RNNCell``: one step, or a sequence step by step.
 
     Inputs (tensor order): ``input``, optional ``h0`` and, for LSTMCell, ``c0``.
@@ -567,14 +574,6 @@ class TorchCell(Layer):
         self.nonlinearity = nonlinearity
         self.is_lstm = module_kind == "LSTMCell"
         self.can_stream = True
-
-    def recurrent_stack(self, dtype: np.dtype) -> RecurrentStack:
-        """The engine stack this layer runs (for ``Model.stepper``)."""
-        return self.stack
-
-    @property
-    def input_names(self) -> list[str]:
-        return ["input", "h0", "c0"] if self.is_lstm else ["input", "h0"]
 
     @property
     def output_names(self) -> list[str]:
