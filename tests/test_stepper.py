@@ -53,3 +53,15 @@ def test_stepper_refuses_models_that_are_not_one_cell(tmp_path, rng):
     save_file(torch.nn.GRU(3, 4, bidirectional=True).state_dict(), tmp_path / "bi.safetensors")
     with pytest.raises(UnsupportedFeatureError, match="one forward direction"):
         rnnparity.load(tmp_path / "bi.safetensors").stepper()
+
+
+def test_stepper_refuses_nan_and_non_arrays_like_every_entry_point():
+    from rnnparity.errors import InputError
+
+    stepper = rnnparity.load(rnnparity.example_path("cudnn_lstm_1x2.h5")).stepper()
+    with pytest.raises(InputError, match="non-finite value at index"):
+        stepper(np.array([[np.nan]], np.float32))
+    with pytest.raises(InputError, match="cannot be read as an array"):
+        stepper([[1.0], [2.0, 3.0]])
+    np.testing.assert_array_equal(stepper.h, 0)  # the refused steps changed nothing
+    assert stepper([[0.5]]).shape == (1, 2)

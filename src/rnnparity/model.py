@@ -231,7 +231,8 @@ class Model:
         return any(tensor in n.inputs and getattr(n.layer, "takes_integers", False)
                    for n in self.nodes)
 
-    def stepper(self, batch_size: int = 1, h0: Any = None, c0: Any = None) -> Any:
+    def stepper(self, batch_size: int = 1, h0: Any = None, c0: Any = None,
+                check_finite: bool = True) -> Any:
         """The low-latency path for a model that is one recurrent cell.
 
         For a model whose only node is a one-layer, one-direction, forward recurrent layer
@@ -247,6 +248,8 @@ class Model:
             batch_size: sequences stepped together.
             h0: (batch, hidden) initial hidden state; zeros if None.
             c0: (batch, hidden_size) initial LSTM cell state; zeros if None.
+            check_finite: refuse NaN / inf in each step's input, as every other entry
+                point does; False saves about a microsecond a step.
         """
         layer = self.nodes[0].layer if len(self.nodes) == 1 else None
         stack_of = getattr(layer, "recurrent_stack", None)
@@ -261,7 +264,7 @@ class Model:
                 f"stepper() needs one layer of one forward direction; {layer.name!r} has "
                 f"{len(stack.layers)} layer(s), {stack.num_directions} direction(s): use "
                 "stream() (a reverse direction cannot stream at all)")
-        return stack.cells[0][0].stepper(batch_size, h0, c0)
+        return stack.cells[0][0].stepper(batch_size, h0, c0, check_finite)
 
     def stream(self, batch_size: int = 1) -> Stream:
         """A :class:`Stream` that feeds this model a few steps at a time, carrying state.

@@ -231,7 +231,8 @@ def _guarded(runner: _Runner, reference: str) -> _Runner:
 def _feeds(model: Model, inputs: Any) -> dict[str, np.ndarray]:
     if isinstance(inputs, Mapping):
         arrays = {k: np.asarray(v) for k, v in inputs.items()}
-        if set(arrays) <= {"", "arr_0", "x"} and len(arrays) == 1 and len(model.inputs) == 1:
+        # One array feeds a one-input model whatever its key, as `rnnparity run` does.
+        if len(arrays) == 1 and len(model.inputs) == 1:
             return {model.inputs[0]: next(iter(arrays.values()))}
         missing = [name for name in model.inputs if name not in arrays]
         if missing:

@@ -39,7 +39,7 @@ from types import ModuleType
 
 import numpy as np
 
-from ..errors import ShapeError, check_shape
+from ..errors import InputError, ShapeError, check_shape
 from ..spec import CellSpec, CellWeights
 
 __all__ = ["PreparedCell", "Stepper", "FAST_ENV", "FAST_ACTIVATIONS", "fast_default"]
@@ -335,9 +335,9 @@ class PreparedCell:
             k.rnn_pointwise(self._gates, xw_t, h_out, self._flags, self._consts)
 
     def stepper(self, batch: int, h0: np.ndarray | None = None,
-                c0: np.ndarray | None = None) -> Stepper:
+                c0: np.ndarray | None = None, check_finite: bool = False) -> Stepper:
         """A :class:`Stepper` running this cell one step per call (streaming)."""
-        return Stepper(self, batch, h0, c0)
+        return Stepper(self, batch, h0, c0, check_finite)
 
 
 class Stepper:
@@ -351,6 +351,7 @@ class Stepper:
         batch: sequences advanced together.
         h0: (batch, hidden_out) initial hidden state; zeros if None.
         c0: (batch, hidden_size) initial cell state (LSTM); zeros if None.
+        check_finite: refuse NaN / inf in each step's input (costs about a microsecond).
 
     Example:
         >>> import numpy as np
@@ -363,9 +364,10 @@ class Stepper:
     """
 
     def __init__(self, cell: PreparedCell, batch: int, h0: np.ndarray | None = None,
-                 c0: np.ndarray | None = None) -> None:
+                 c0: np.ndarray | None = None, check_finite: bool = False) -> None:
         spec, dtype = cell.spec, cell.dtype
         self.cell = cell
+        self.check_finite = bool(check_finite)
         sizes = dict(batch=batch, hidden_out=spec.hidden_out, hidden_size=spec.hidden_size)
         self._h = np.zeros((batch, spec.hidden_out), dtype)
         self._h_new = np.empty_like(self._h)
@@ -474,6 +476,12 @@ class Stepper:
         The returned array is this stepper's state buffer, valid until the next call:
         copy it to keep it.
         """
+        if not isinstance(x_t, np.ndarray):
+            x_t = _as_step_input(x_t)
+        if self.check_finite and not np.isfinite(x_t).all():
+            raise InputError(f"stepper input holds a non-finite value at index "
+                             f"{tuple(int(i) for i in np.argwhere(~np.isfinite(x_t))[0])}; "
+                             "expected finite numbers (check_finite=False runs it)")
         if self._arena is not None:  # the kernel checks the shape itself
             if x_t.dtype is _FLOAT32 and x_t.ndim == 2 and self._stream_step(
                     x_t, self._arena, self._arena_ints):
@@ -535,3 +543,11 @@ def _reorder(array: np.ndarray, order: tuple[str, ...]) -> np.ndarray:
     from ..spec import permute_gates
 
     return permute_gates(array, "ifgo", order, axis=0)
+
+
+def _as_step_input(value: object) -> np.ndarray:
+    try:
+        return np.asarray(value)
+    except (ValueError, TypeError) as err:
+        raise InputError(f"stepper input cannot be read as an array ({err}); expected "
+                         "(batch, input_size) numbers") from err
