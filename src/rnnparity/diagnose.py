@@ -446,11 +446,30 @@ def _departure_words(dep: dict[str, Any]) -> str:
 
 
 def read_weight_arrays(path: str | Path) -> list[tuple[str, np.ndarray]]:
-    """Read the arrays of one layer, in file order, from ``.npz`` or ``.safetensors``.
+    """Read the arrays of one layer from ``.npz``, ``.safetensors`` or ``.pt``.
 
     An ``.npz`` written by ``np.savez(path, *layer.get_weights())`` holds ``arr_0, arr_1,
-    ...``; one written with ``**state_dict`` keeps the names. Object arrays are refused.
+    ...`` in file order; named PyTorch parameters are put in the module's own order
+    (weight_ih, weight_hh, bias_ih, bias_hh), since safetensors sorts names alphabetically.
+    Object arrays are refused.
     """
+    return _torch_order(_read_pairs(path))
+
+
+_TORCH_ROLES = ("weight_ih", "weight_hh", "bias_ih", "bias_hh")
+
+
+def _torch_order(pairs: list[tuple[str, np.ndarray]]) -> list[tuple[str, np.ndarray]]:
+    def role(name: str) -> int | None:
+        last = name.rsplit(".", 1)[-1]
+        return next((k for k, r in enumerate(_TORCH_ROLES) if last.startswith(r)), None)
+
+    if not pairs or any(role(name) is None for name, _ in pairs):
+        return pairs
+    return sorted(pairs, key=lambda pair: role(pair[0]))
+
+
+def _read_pairs(path: str | Path) -> list[tuple[str, np.ndarray]]:
     p = Path(path)
     if not p.is_file():
         raise FormatError(f"weights file {str(p)!r} does not exist")
