@@ -401,3 +401,31 @@ def test_gru_bias_row_added_on_the_input_side(rng):
     assert result.best.error < 1e-5
     assert result.best.value("bias") == "halves_summed"
     assert result.labelled is not None and result.labelled.error > 1e-3
+
+
+def test_safetensors_state_dict_is_read_in_the_module_order(tmp_path, capsys):
+    torch = require("torch", "PyTorch makes the state_dict and the replica's reference")
+    require("safetensors", "safetensors writes the state_dict")
+    from safetensors.torch import save_file
+
+    from rnnparity.diagnose import read_weight_arrays
+
+    torch.manual_seed(5)
+    module = torch.nn.LSTM(3, 4, batch_first=True)
+    save_file(module.state_dict(), tmp_path / "w.safetensors")
+    names = [name for name, _ in read_weight_arrays(tmp_path / "w.safetensors")]
+    assert names == ["weight_ih_l0", "weight_hh_l0", "bias_ih_l0", "bias_hh_l0"]
+
+    # A replica that forgot bias_hh: torch itself computes it once bias_hh is zeroed.
+    x = np.random.default_rng(5).normal(size=(2, 6, 3)).astype(np.float32)
+    with torch.no_grad():
+        module.bias_hh_l0.zero_()
+        y = module(torch.from_numpy(x))[0].numpy()
+    np.save(tmp_path / "x.npy", x)
+    np.save(tmp_path / "y.npy", y)
+    code = main(["diagnose", "--weights", str(tmp_path / "w.safetensors"), "--input",
+                 str(tmp_path / "x.npy"), "--expected", str(tmp_path / "y.npy"),
+                 "--framework", "torch", "--json"])
+    body = json.loads(capsys.readouterr().out)
+    assert code == 0
+    assert "only the first bias array used" in json.dumps(body["result"])
