@@ -253,3 +253,25 @@ def test_cudnn_file_verifies_on_a_cpu_through_keras_own_conversion(example, caps
     assert code == 0, body
     assert any("no GPU" in note for note in body["result"]["notes"])
     assert body["result"]["ok"] and body["result"]["max_abs_diff"] <= ATOL
+
+
+def test_onnx_node_of_a_torch_export_against_onnxruntime(tmp_path, capsys):
+    torch = require("torch", "PyTorch exports the ONNX model")
+    require("onnx", "onnx reads the model")
+    require("onnxruntime", "onnxruntime is the ONNX oracle")
+    import warnings
+
+    torch.manual_seed(2)
+    module = torch.nn.LSTM(INPUT_SIZE, UNITS)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(module, (torch.zeros(SEQ_LEN, BATCH, INPUT_SIZE),),
+                          str(tmp_path / "lstm.onnx"), dynamo=False)
+    x = np.random.default_rng(2).normal(size=(SEQ_LEN, BATCH, INPUT_SIZE))
+    np.savez(tmp_path / "in.npz", X=x.astype(np.float32))
+    code, body = _run_json(capsys, ["verify", str(tmp_path / "lstm.onnx"), "--node", "/LSTM",
+                                    "--input", str(tmp_path / "in.npz")])
+    assert code == 0, body
+    assert body["result"]["reference"].startswith("onnxruntime")
+    assert {o["name"] for o in body["result"]["outputs"]} >= {"Y", "Y_h", "Y_c"}
+    assert body["result"]["max_abs_diff"] <= ATOL

@@ -515,15 +515,22 @@ def _torch(path: Path, model: Model) -> tuple[_Runner, str, int, list[str]]:
 
 def _onnxruntime(path: Path, model: Model, layer: str | None
                  ) -> tuple[_Runner, str, int, list[str]]:
-    if layer is not None:
-        raise UnsupportedFeatureError(
-            "verify --node runs one node; onnxruntime runs whole graphs: verify the whole "
-            "model, or pass the node's outputs with --expected")
     try:
         ort = import_optional("onnxruntime")
     except MissingFrameworkError as err:
         raise _missing("onnxruntime", err) from err
-    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    notes = []
+    source: Any = str(path)
+    if layer is not None:
+        # onnxruntime runs whole graphs: give it the node alone, its weights folded to
+        # constants by the same reader rnnparity uses (the arithmetic stays onnxruntime's).
+        from .io.onnx_file import extract_node
+
+        proto = extract_node(path, layer)
+        source = proto.SerializeToString()
+        notes.append(f"onnxruntime ran node {layer!r} alone, its W/R/B/P folded to constants")
+    session = ort.InferenceSession(source, providers=["CPUExecutionProvider"])
+    zero_states = _zero_states(proto) if layer is not None else None
     names = [o.name for o in session.get_outputs()]
     types = {i.name: i.type for i in session.get_inputs()}
 
@@ -531,10 +538,31 @@ def _onnxruntime(path: Path, model: Model, layer: str | None
         cast = {k: np.asarray(v, np.float64 if types.get(k) == "tensor(double)" else
                               (np.int32 if types.get(k) == "tensor(int32)" else np.float32))
                 for k, v in feeds.items() if k in types}
+        if zero_states is not None:
+            for name in set(types) - set(cast):
+                if name in ("initial_h", "initial_c"):
+                    cast[name] = zero_states(cast["X"])
         values = dict(zip(names, session.run(names, cast)))
         return [values[name] for name in model.outputs if name in values]
 
-    return run, f"onnxruntime {ort.__version__}", 1, []
+    return run, f"onnxruntime {ort.__version__}", 1, notes
+
+
+def _zero_states(proto: Any) -> Callable[[np.ndarray], np.ndarray]:
+    """Zeros for a node's left-out initial_h / initial_c, as rnnparity assumes for them."""
+    node = proto.graph.node[0]
+    attrs = {a.name: a for a in node.attribute}
+    hidden = attrs["hidden_size"].i
+    batch_major = "layout" in attrs and attrs["layout"].i == 1
+    weights = next(t for t in proto.graph.initializer if t.name == node.input[1])
+    directions = weights.dims[0]
+
+    def zeros(x: np.ndarray) -> np.ndarray:
+        batch = x.shape[0] if batch_major else x.shape[1]
+        shape = (batch, directions, hidden) if batch_major else (directions, batch, hidden)
+        return np.zeros(shape, x.dtype)
+
+    return zeros
 
 
 # --------------------------------------------------------------------------- plot
