@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from .common import ExitCode, emit_json
+from .common import ExitCode, UsageError, emit_json
 from .run import parse_overrides
 
 NAME = "inspect"
@@ -24,6 +24,7 @@ examples:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("model", help="model file")
     parser.add_argument("--layer", help="only this layer / module prefix / ONNX node")
+    parser.add_argument("--node", help="only this ONNX node (same as --layer)")
     parser.add_argument("--override", action="append", default=[], metavar="KEY=VALUE",
                         help="a fact the file does not pin down (as for run)")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
@@ -32,7 +33,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def execute(args: argparse.Namespace) -> int:
     from .. import load
 
-    model = load(args.model, layer=args.layer, **parse_overrides(args.override))
+    if args.node and args.layer and args.node != args.layer:
+        raise UsageError(f"--layer {args.layer!r} and --node {args.node!r} name different "
+                         "things; give one")
+    model = load(args.model, layer=args.node or args.layer, **parse_overrides(args.override))
     info = model.describe()
     if args.json:
         emit_json("inspect", 0, info)
