@@ -494,6 +494,17 @@ class _Wiring:
     state_tensors: list[str] = field(default_factory=list)
 
 
+
+def _batch_major_inputs(layer: Any, inputs: list[np.ndarray], masks: list[np.ndarray | None],
+                        ctx: CallContext) -> tuple[np.ndarray, np.ndarray | None, Any]:
+    """The layer's sequence (batch-major), its mask, and the initial states to start from:
+    given ones first, else what a stream or a stateful layer carried."""
+    x, mask, initial = _split_inputs(layer.wiring, inputs, masks)
+    if layer.options.time_major:
+        x = np.swapaxes(x, 0, 1)
+        mask = None if mask is None else np.swapaxes(mask, 0, 1)
+    return x, mask, _given_states(initial, layer.name) or ctx.states.get(layer.name)
+
 class KerasRecurrent(Layer):
     """A Keras LSTM / GRU / SimpleRNN / CuDNNLSTM / CuDNNGRU layer.
 
@@ -569,12 +580,8 @@ class KerasRecurrent(Layer):
 
     def call(self, inputs: list[np.ndarray], masks: list[np.ndarray | None],
              ctx: CallContext) -> tuple[list[np.ndarray], list[np.ndarray | None]]:
-        x, mask, initial = _split_inputs(self.wiring, inputs, masks)
+        x, mask, initial = _batch_major_inputs(self, inputs, masks, ctx)
         opts = self.options
-        if opts.time_major:
-            x = np.swapaxes(x, 0, 1)
-            mask = None if mask is None else np.swapaxes(mask, 0, 1)
-        initial = _given_states(initial, self.name) or ctx.states.get(self.name)
         carried = ctx.extra.setdefault(_PREV_OUTPUT, {}) if ctx.streaming else {}
         y, last, states = self.run_direction(
             x, mask, initial, self.masked_output, carried.get(self.name),
@@ -678,12 +685,8 @@ class KerasBidirectional(Layer):
 
     def call(self, inputs: list[np.ndarray], masks: list[np.ndarray | None],
              ctx: CallContext) -> tuple[list[np.ndarray], list[np.ndarray | None]]:
-        x, mask, initial = _split_inputs(self.wiring, inputs, masks)
+        x, mask, initial = _batch_major_inputs(self, inputs, masks, ctx)
         opts = self.options
-        if opts.time_major:
-            x = np.swapaxes(x, 0, 1)
-            mask = None if mask is None else np.swapaxes(mask, 0, 1)
-        initial = _given_states(initial, self.name) or ctx.states.get(self.name)
         n = self.forward.num_states
         if initial and len(initial) != 2 * n:
             raise InputError(f"Keras Bidirectional {self.name!r} takes {2 * n} initial "
