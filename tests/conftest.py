@@ -35,6 +35,22 @@ def require(module: str, reason: str):
     return pytest.importorskip(module, reason=reason)
 
 
+def tf1_rnn_cell_module(tf):
+    """``tf.compat.v1.nn.rnn_cell``, which TF 2 serves from tf_keras' legacy cells.
+
+    With Keras 3 installed, TF binds ``tf.compat.v1.nn.rnn_cell`` to Keras 3, which has no
+    such cells; tf_keras still ships them.
+    """
+    try:
+        module = tf.compat.v1.nn.rnn_cell
+        module.LSTMCell  # noqa: B018 - raises AttributeError when TF is bound to Keras 3
+        return module
+    except AttributeError:
+        from tf_keras.api._v1.keras.__internal__.legacy import rnn_cell
+
+        return rnn_cell
+
+
 @pytest.fixture
 def rng() -> np.random.Generator:
     return np.random.default_rng(1234)

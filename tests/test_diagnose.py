@@ -11,7 +11,7 @@ import json
 
 import numpy as np
 import pytest
-from conftest import require
+from conftest import require, tf1_rnn_cell_module
 
 tf = require("tensorflow", "TensorFlow (tf_keras, TF1 cells) is the oracle for diagnose")
 tf_keras = require("tf_keras", "tf_keras is the oracle for Keras 2 conventions")
@@ -209,18 +209,6 @@ def test_onnx_lstm_gate_order_labelled_torch(rng):
     assert any("gate order" in d for d in result.differences(result.best))
 
 
-def _rnn_cell_module():
-    """``tf.compat.v1.nn.rnn_cell``, which TF 2 serves from tf_keras' legacy cells."""
-    try:
-        module = tf.compat.v1.nn.rnn_cell
-        module.LSTMCell  # noqa: B018 - raises AttributeError when TF is bound to Keras 3
-        return module
-    except AttributeError:
-        from tf_keras.api._v1.keras.__internal__.legacy import rnn_cell
-
-        return rnn_cell
-
-
 def _tf1_run(make_cell, x, rng):
     """Run a TF1 cell with dynamic_rnn in graph mode on random variables."""
     graph = tf.Graph()
@@ -241,7 +229,7 @@ def test_tf1_lstm_gate_order_and_forget_bias(rng, forget_bias):
     n, u = 3, 2
     x = _rand(rng, B, T, n, scale=1.0)
     arrays, y, _ = _tf1_run(
-        lambda: _rnn_cell_module().LSTMCell(u, forget_bias=forget_bias), x, rng)
+        lambda: tf1_rnn_cell_module(tf).LSTMCell(u, forget_bias=forget_bias), x, rng)
     result = diagnose(arrays, x, y, framework="keras")
     best = result.best
     assert best.error < 1e-5
@@ -253,7 +241,7 @@ def test_tf1_lstm_gate_order_and_forget_bias(rng, forget_bias):
 def test_tf1_lstm_state_is_c_first(rng):
     n, u = 2, 3
     x = _rand(rng, B, T, n, scale=1.0)
-    arrays, _, state = _tf1_run(lambda: _rnn_cell_module().LSTMCell(u), x, rng)
+    arrays, _, state = _tf1_run(lambda: tf1_rnn_cell_module(tf).LSTMCell(u), x, rng)
     c_final = state[0]
     result = diagnose(arrays, x, c_final, framework="tf1")
     assert result.mode == "last"
@@ -263,7 +251,7 @@ def test_tf1_lstm_state_is_c_first(rng):
 def test_tf1_gru_cell(rng):
     n, u = 3, 2
     x = _rand(rng, B, T, n, scale=1.0)
-    arrays, y, _ = _tf1_run(lambda: _rnn_cell_module().GRUCell(u), x, rng)
+    arrays, y, _ = _tf1_run(lambda: tf1_rnn_cell_module(tf).GRUCell(u), x, rng)
     result = diagnose(arrays, x, y)
     assert result.label == "tf1" and result.kind == "gru"
     assert result.best.error < 1e-5 and result.best.cost == 0

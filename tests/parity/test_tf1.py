@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import require
+from conftest import require, tf1_rnn_cell_module
 
 tf = require("tensorflow", "TensorFlow is the oracle for TF1 cells")
 tf_keras = require("tf_keras", "tf_keras provides the TF1 rnn_cell classes in TF 2")
@@ -28,18 +28,6 @@ pytestmark = [
 ]
 
 BATCH, SEQ_LEN, INPUT_SIZE, UNITS = 3, 5, 4, 6
-
-
-def rnn_cell_module():
-    """``tf.compat.v1.nn.rnn_cell``, which TF 2 serves from tf_keras' legacy cells."""
-    try:
-        module = tf.compat.v1.nn.rnn_cell
-        module.LSTMCell  # noqa: B018 - raises AttributeError when TF is bound to Keras 3
-        return module
-    except AttributeError:
-        from tf_keras.api._v1.keras.__internal__.legacy import rnn_cell
-
-        return rnn_cell
 
 
 def run_dynamic_rnn(make_cell, x: np.ndarray, seed: int):
@@ -98,7 +86,7 @@ CASES = {
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_rnn_cell_matches_dynamic_rnn(case, x):
     cell, make_cell, options = CASES[case]
-    module = rnn_cell_module()
+    module = tf1_rnn_cell_module(tf)
     y_tf, final, arrays = run_dynamic_rnn(lambda: make_cell(module), x, seed=len(case))
 
     result = run_rnnparity(cell, arrays, **options)(x)
@@ -113,7 +101,7 @@ def test_rnn_cell_matches_dynamic_rnn(case, x):
 
 def test_forget_bias_is_needed(x):
     """The forget bias is not stored: leaving it out changes the outputs."""
-    module = rnn_cell_module()
+    module = tf1_rnn_cell_module(tf)
     y_tf, _, arrays = run_dynamic_rnn(lambda: module.BasicLSTMCell(UNITS), x, seed=3)
     without = run_rnnparity("BasicLSTMCell", arrays, forget_bias=0.0)(x).y
     assert np.abs(without - y_tf).max() > 1e-3

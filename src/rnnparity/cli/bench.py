@@ -42,7 +42,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--threads", type=int, default=0,
                         help="threads for every implementation (NumPy's BLAS, torch, "
                         "onnxruntime, TensorFlow); default: each library's own")
-    parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.add_argument("--markdown", action="store_true", help="print the README tables")
     parser.add_argument("--update", metavar="FILE",
                         help=f"with --markdown: replace the text between {_START} and "

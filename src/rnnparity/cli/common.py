@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import enum
 import json
 import sys
@@ -14,7 +15,8 @@ import numpy as np
 from ..errors import FormatError, InputError
 from ..io._safety import check_npy_header, check_zip_member
 
-__all__ = ["ExitCode", "UsageError", "read_arrays", "emit_json", "summarise"]
+__all__ = ["ExitCode", "UsageError", "add_override_option", "parse_overrides", "read_arrays",
+           "emit_json", "summarise"]
 
 
 class UsageError(InputError):
@@ -106,3 +108,24 @@ def emit_json(command: str, exit_code: int, result: Any = None,
         body["result"] = result
     json.dump(body, sys.stdout, indent=2, default=str)
     sys.stdout.write("\n")
+
+
+def add_override_option(parser: argparse.ArgumentParser, what: str = "the file") -> None:
+    """``--override KEY=VALUE`` (repeatable): facts a model file does not pin down."""
+    parser.add_argument("--override", action="append", default=[], metavar="KEY=VALUE",
+                        help=f"a fact {what} does not pin down, e.g. units=64, "
+                        "recurrent_activation=sigmoid, keras_version=2.2.0 (repeatable)")
+
+
+def parse_overrides(items: list[str]) -> dict[str, Any]:
+    """``["units=64", "keys={...}"]`` -> ``{"units": 64, "keys": {...}}`` (JSON values)."""
+    overrides: dict[str, Any] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise UsageError(f"--override {item!r}: expected KEY=VALUE")
+        try:
+            overrides[key] = json.loads(value)
+        except json.JSONDecodeError:
+            overrides[key] = value
+    return overrides

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from .common import ExitCode, emit_json
-from .run import parse_overrides
+from .common import ExitCode, add_override_option, emit_json, parse_overrides
 
 NAME = "convert"
 HELP = "convert recurrent weights to Keras 3, tf_keras, PyTorch, ONNX or the cuDNN layout"
@@ -35,9 +34,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-o", "--output", required=True, help="file to write")
     parser.add_argument("--layer", help="convert only this layer (Keras name, state_dict "
                         "prefix, ONNX node)")
-    parser.add_argument("--override", action="append", default=[], metavar="KEY=VALUE",
-                        help="a fact the source file does not pin down (see `rnnparity run`)")
-    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    add_override_option(parser, "the source file")
 
 
 def execute(args: argparse.Namespace) -> int:

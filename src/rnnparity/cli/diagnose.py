@@ -42,7 +42,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="what the weights are labelled as (default: guessed)")
     parser.add_argument("--atol", type=float, default=None,
                         help="max abs error that counts as reproducing (default 1e-4)")
-    parser.add_argument("--json", action="store_true", help="print one JSON object")
 
 
 def _single(path: str, what: str):

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from .common import ExitCode, UsageError, emit_json
-from .run import parse_overrides
+from .common import ExitCode, UsageError, add_override_option, emit_json, parse_overrides
 
 NAME = "inspect"
 HELP = "list a model file's layers, shapes and the conventions that will be applied"
@@ -25,9 +24,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("model", help="model file")
     parser.add_argument("--layer", help="only this layer / module prefix / ONNX node")
     parser.add_argument("--node", help="only this ONNX node (same as --layer)")
-    parser.add_argument("--override", action="append", default=[], metavar="KEY=VALUE",
-                        help="a fact the file does not pin down (as for run)")
-    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    add_override_option(parser)
 
 
 def execute(args: argparse.Namespace) -> int:

@@ -76,6 +76,9 @@ def build_parser() -> argparse.ArgumentParser:
             formatter_class=argparse.RawDescriptionHelpFormatter,
         )
         module.add_arguments(command)
+        command.add_argument("--json", action="store_true",
+                             help="print one JSON object (schema_version, command, exit_code, "
+                             "result or error)")
         _global_options(command, top=False)
         command.set_defaults(_module=module)
     return parser

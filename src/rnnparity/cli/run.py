@@ -3,14 +3,20 @@
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
 from ..errors import FormatError, InputError
-from .common import ExitCode, UsageError, emit_json, read_arrays, summarise
+from .common import (
+    ExitCode,
+    UsageError,
+    add_override_option,
+    emit_json,
+    parse_overrides,
+    read_arrays,
+    summarise,
+)
 
 NAME = "run"
 HELP = "run a model file on an input array and print or save its outputs"
@@ -40,9 +46,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--lengths", help=".npy of per-sequence lengths (PyTorch packed "
                         "sequences, ONNX sequence_lens)")
     parser.add_argument("--chunk", type=int, help="feed N steps at a time, carrying state")
-    parser.add_argument("--override", action="append", default=[], metavar="KEY=VALUE",
-                        help="a fact the file does not pin down, e.g. units=64, "
-                        "recurrent_activation=sigmoid, keras_version=2.2.0 (repeatable)")
+    add_override_option(parser)
     parser.add_argument("--float64", action="store_true", help="compute in float64")
     parser.add_argument("--allow-nonfinite", action="store_true",
                         help="run inputs holding NaN/inf instead of refusing them")
@@ -50,20 +54,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "shipped input and compare with the framework's stored output: "
                         "cudnn_lstm_1x2, cudnn_lstm_3x5, cudnn_gru_3x4 (files in "
                         "rnnparity/examples; rnnparity.example_path(name) gives a path)")
-    parser.add_argument("--json", action="store_true", help="print one JSON object")
-
-
-def parse_overrides(items: list[str]) -> dict[str, Any]:
-    overrides: dict[str, Any] = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise UsageError(f"--override {item!r}: expected KEY=VALUE")
-        try:
-            overrides[key] = json.loads(value)
-        except json.JSONDecodeError:
-            overrides[key] = value
-    return overrides
 
 
 def _example(name: str) -> tuple[str, str, str | None]:

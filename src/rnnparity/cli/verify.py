@@ -7,8 +7,7 @@ import sys
 
 from ..errors import InputError
 from ..tolerances import ATOL
-from .common import ExitCode, emit_json, read_arrays
-from .run import parse_overrides
+from .common import ExitCode, add_override_option, emit_json, parse_overrides, read_arrays
 
 NAME = "verify"
 HELP = "prove parity on your data: compare rnnparity with the framework, per output and step"
@@ -42,9 +41,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help=f"max abs difference allowed (default {ATOL:g})")
     parser.add_argument("--plot", help="write a PNG: both runs per unit over time and the "
                         "error curve")
-    parser.add_argument("--override", action="append", default=[], metavar="KEY=VALUE",
-                        help="a fact the file does not pin down (see `rnnparity run`)")
-    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    add_override_option(parser)
 
 
 def execute(args: argparse.Namespace) -> int:

@@ -292,7 +292,7 @@ class PreparedCell:
 
     def _fast_step(self, xw_t, h, c, h_out, c_out) -> None:
         k = self._kernels or self._load_kernels()
-        spec, H = self.spec, self.spec.hidden_size
+        spec = self.spec
         kind = spec.kind
         if kind == "lstm":
             cell_h = h_out if self.w_hr_t is None else self._tmp2
